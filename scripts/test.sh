@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need, then runs every check: lint, types, unit, integration and
+# compatibility tests with the real pusher-js, laravel-echo and the official pusher SDK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --with-node
+
+echo "== ruff"
+.venv/bin/ruff check src tests
+.venv/bin/ruff format --check src tests
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"

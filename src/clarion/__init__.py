@@ -1,0 +1,3 @@
+"""Clarion: realtime broadcasting for web apps over the Pusher Channels protocol v7."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""Prometheus metrics. Hot-path counters are bumped once per event, never once per socket."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS = Gauge("clarion_connections", "Open WebSocket connections", ["app_id"], registry=REGISTRY)
+CONNECTIONS_OPENED = Counter(
+    "clarion_connections_opened_total", "WebSocket connections accepted", ["app_id"], registry=REGISTRY
+)
+CONNECTIONS_REFUSED = Counter(
+    "clarion_connections_refused_total", "WebSocket connections refused, by close code", ["code"], registry=REGISTRY
+)
+CONNECTIONS_CLOSED = Counter(
+    "clarion_connections_closed_total", "WebSocket connections closed, by reason", ["reason"], registry=REGISTRY
+)
+FRAMES_RECEIVED = Counter("clarion_frames_received_total", "Client frames received", registry=REGISTRY)
+PROTOCOL_ERRORS = Counter(
+    "clarion_protocol_errors_total", "pusher:error frames sent, by code", ["code"], registry=REGISTRY
+)
+SUBSCRIPTIONS_REFUSED = Counter(
+    "clarion_subscriptions_refused_total", "Subscriptions refused, by type", ["type"], registry=REGISTRY
+)
+EVENTS_PUBLISHED = Counter(
+    "clarion_events_published_total", "Events published to channels, by source", ["source"], registry=REGISTRY
+)
+DELIVERIES = Counter("clarion_deliveries_total", "Frames written to subscriber sockets", registry=REGISTRY)
+SLOW_CONSUMERS = Counter(
+    "clarion_slow_consumers_total", "Sockets closed because their output buffer overflowed", registry=REGISTRY
+)
+API_REQUESTS = Counter(
+    "clarion_api_requests_total", "HTTP API requests, by endpoint and status", ["endpoint", "status"], registry=REGISTRY
+)
+API_LATENCY = Histogram(
+    "clarion_api_request_seconds",
+    "HTTP API request handling time",
+    ["endpoint"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)

@@ -1,0 +1,56 @@
+"""An app's identity and limits, as the protocol core sees them (plain data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .channels import DEFAULT_MAX_CHANNEL_NAME
+
+
+class ClientEvents(Enum):
+    """Who may send ``client-`` events on private and presence channels: only sockets
+    subscribed to the channel (``members``, Pusher's rule), any socket of the app (``all``, as
+    Reverb's ``accept_client_events_from``), or nobody (``none``)."""
+
+    MEMBERS = "members"
+    ALL = "all"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    max_connections: int | None = None
+    max_message_size: int = 10 * 1024  # bytes of event data, Pusher's 10 KB
+    max_channel_name_length: int = DEFAULT_MAX_CHANNEL_NAME
+    max_event_name_length: int = 200
+    max_channels_per_connection: int = 100
+    max_channels_per_event: int = 100
+    max_batch_events: int = 10
+    max_presence_members: int = 100
+    max_presence_user_info: int = 1024
+    client_events: ClientEvents = ClientEvents.MEMBERS
+    client_event_rate: int = 10  # per second per connection
+    activity_timeout: int = 30  # seconds, sent to clients in connection_established
+    allowed_origins: tuple[str, ...] = field(default=("*",))
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        if "*" in self.allowed_origins:
+            return True
+        if origin is None:
+            # Non-browser clients send no Origin; an allow-list is about browsers, but a
+            # configured list is a promise, so only listed origins get through.
+            return False
+        origin = origin.rstrip("/").lower()
+        for allowed in self.allowed_origins:
+            allowed = allowed.rstrip("/").lower()
+            if allowed == origin:
+                return True
+            # "*.example.com" matches any subdomain (scheme and port as given by the browser).
+            if allowed.startswith("*.") and origin.split("://", 1)[-1].split(":")[0].endswith(allowed[1:]):
+                return True
+        return False

@@ -1,0 +1,98 @@
+"""Pusher v7 frames: parsing client frames and encoding server frames.
+
+``data`` on the wire is usually a JSON *string* holding JSON (double encoding); pusher-js parses
+it again. Channel events keep ``data`` exactly as the publisher gave it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    event: str
+    data: Any
+    channel: str | None
+
+
+def parse_frame(text: str) -> ClientFrame:
+    """Parse one client text frame, or raise ``ProtocolError`` (4200) saying what is wrong."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: expected a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'event' must be a non-empty string")
+    channel = message.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'channel' must be a string")
+    data = message.get("data")
+    # Clients may double-encode too (pusher-js does for client events' objects only when given a
+    # string); accept an object or a string holding one for pusher: events.
+    if event.startswith("pusher:") and isinstance(data, str) and data[:1] in ("{", "["):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data' is not valid JSON") from None
+    return ClientFrame(event=event, data=data, channel=channel)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, UTF-8 kept as is (smaller frames than ASCII escapes)."""
+    return _dumps(value)
+
+
+def encode(event: str, data: Any, channel: str | None = None, **extra: Any) -> str:
+    """A server frame. ``data`` that is not already a string is JSON-encoded into one."""
+    frame: dict[str, Any] = {"event": event}
+    if channel is not None:
+        frame["channel"] = channel
+    frame["data"] = data if isinstance(data, str) else _dumps(data)
+    frame.update(extra)
+    return _dumps(frame)
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> str:
+    return encode("pusher:connection_established", {"socket_id": socket_id, "activity_timeout": activity_timeout})
+
+
+def error(code: int | None, message: str) -> str:
+    # pusher:error carries an object, as Pusher's protocol document shows it.
+    return _dumps({"event": "pusher:error", "data": {"code": code, "message": message}})
+
+
+PING = _dumps({"event": "pusher:ping", "data": "{}"})
+PONG = _dumps({"event": "pusher:pong", "data": "{}"})
+
+
+def subscription_succeeded(channel: str, presence: dict[str, Any] | None = None) -> str:
+    return encode(
+        "pusher_internal:subscription_succeeded", {"presence": presence} if presence is not None else {}, channel
+    )
+
+
+def subscription_error(channel: str, kind: str, message: str, status: int) -> str:
+    return _dumps(
+        {
+            "event": "pusher:subscription_error",
+            "channel": channel,
+            "data": {"type": kind, "error": message, "status": status},
+        }
+    )
+
+
+def channel_event(event: str, channel: str, data: str, user_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"event": event, "channel": channel, "data": data}
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return _dumps(frame)

@@ -1,0 +1,258 @@
+"""One connection's protocol state, sans I/O.
+
+The server feeds it frames and clock readings; it answers with actions for the server to carry
+out. It never touches a socket, a clock or the event loop, so every rule here is unit-testable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import messages
+from .app import App, ClientEvents
+from .channels import Kind, kind_of, name_problem
+from .errors import ErrorCode, ProtocolError, SubscriptionError
+from .signatures import verify_channel_auth
+
+MAX_USER_ID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    user_info: Any
+
+
+# --- actions the server carries out -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``frame``. ``error_code`` / ``refused`` mark pusher:error and subscription_error
+    frames, so the server can count and log them without reading the frame."""
+
+    frame: str
+    error_code: int | None = None
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Register the socket on ``channel`` and answer with subscription_succeeded."""
+
+    channel: str
+    member: Member | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    channel: str
+    member: Member | None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Relay a client event to the channel's other subscribers."""
+
+    channel: str
+    event: str
+    data: str
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+Action = Send | Join | Leave | Publish | Close
+_NOTHING: list[Action] = []
+
+
+def _parse_member(channel_data: Any, max_info: int) -> Member:
+    if not isinstance(channel_data, str):
+        raise ValueError("channel_data must be a JSON string for presence channels")
+    try:
+        payload = json.loads(channel_data)
+    except ValueError:
+        raise ValueError("channel_data is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ValueError("channel_data must hold a JSON object")
+    user_id = payload.get("user_id")
+    # Laravel and many apps send numeric ids; Pusher turns them into strings.
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("channel_data.user_id must be a non-empty string or an integer")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise ValueError(f"channel_data.user_id is longer than {MAX_USER_ID_LENGTH} characters")
+    user_info = payload.get("user_info")
+    if user_info is not None and len(messages.dumps(user_info).encode()) > max_info:
+        raise ValueError(f"channel_data.user_info is larger than {max_info} bytes")
+    return Member(user_id=user_id, user_info=user_info)
+
+
+class TokenBucket:
+    """``rate`` events a second, with bursts up to ``rate``."""
+
+    __slots__ = ("rate", "tokens", "updated")
+
+    def __init__(self, rate: int, now: float) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.updated = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(float(self.rate), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Session:
+    """Protocol state of one WebSocket connection."""
+
+    __slots__ = ("_bucket", "app", "channels", "last_seen", "ping_sent_at", "pong_timeout", "socket_id")
+
+    def __init__(self, app: App, socket_id: str, now: float, pong_timeout: float = 30.0) -> None:
+        self.app = app
+        self.socket_id = socket_id
+        self.channels: dict[str, Member | None] = {}
+        self.last_seen = now
+        self.ping_sent_at: float | None = None
+        self.pong_timeout = pong_timeout
+        self._bucket: TokenBucket | None = None
+
+    def hello(self) -> str:
+        return messages.connection_established(self.socket_id, self.app.activity_timeout)
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def receive(self, text: str, now: float) -> list[Action]:
+        """Handle one client text frame. Errors become frames; the session stays usable."""
+        self.last_seen = now
+        self.ping_sent_at = None
+        try:
+            frame = messages.parse_frame(text)
+            event = frame.event
+            if event == "pusher:ping":
+                return [Send(messages.PONG)]
+            if event == "pusher:pong":
+                return _NOTHING
+            if event == "pusher:subscribe":
+                return self._subscribe(frame.data)
+            if event == "pusher:unsubscribe":
+                return self._unsubscribe(frame.data)
+            if event.startswith("client-"):
+                return self._client_event(frame, now)
+            raise ProtocolError(ErrorCode.RECONNECT, f"Unsupported event: {event[:64]}")
+        except ProtocolError as exc:
+            return [Send(messages.error(exc.code, exc.message), error_code=int(exc.code))]
+        except SubscriptionError as exc:
+            refusal = messages.subscription_error(exc.channel, exc.kind, exc.message, exc.status)
+            return [Send(refusal, refused=exc.kind)]
+
+    def _channel_field(self, data: Any) -> str:
+        if not isinstance(data, dict):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data' must be an object")
+        channel = data.get("channel")
+        if not isinstance(channel, str):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data.channel' must be a string")
+        return channel
+
+    def _subscribe(self, data: Any) -> list[Action]:
+        app = self.app
+        channel = self._channel_field(data)
+        problem = name_problem(channel, app.max_channel_name_length)
+        if problem is not None:
+            raise SubscriptionError(channel[: app.max_channel_name_length], "InvalidChannel", problem, 400)
+        kind = kind_of(channel)
+        if channel in self.channels:
+            # Idempotent: pusher-js may resend after a race; answer again, register once.
+            return [Join(channel, self.channels[channel])]
+        if len(self.channels) >= app.max_channels_per_connection:
+            raise SubscriptionError(
+                channel,
+                "LimitReached",
+                f"A connection may subscribe to at most {app.max_channels_per_connection} channels",
+                429,
+            )
+        if kind.kind is Kind.USER:
+            raise SubscriptionError(channel, "AuthError", "User channels are joined through pusher:signin", 403)
+        member: Member | None = None
+        if kind.needs_auth:
+            auth = data.get("auth")
+            if not isinstance(auth, str) or not auth:
+                raise SubscriptionError(channel, "AuthError", "Missing auth signature", 401)
+            channel_data = data.get("channel_data") if kind.is_presence else None
+            if kind.is_presence and not isinstance(channel_data, str):
+                raise SubscriptionError(channel, "AuthError", "Presence channels need channel_data", 401)
+            if not verify_channel_auth(app.key, app.secret, auth, self.socket_id, channel, channel_data):
+                raise SubscriptionError(channel, "AuthError", "Invalid signature", 401)
+            if kind.is_presence:
+                try:
+                    member = _parse_member(channel_data, app.max_presence_user_info)
+                except ValueError as exc:
+                    raise SubscriptionError(channel, "InvalidChannelData", str(exc), 400) from None
+        self.channels[channel] = member
+        return [Join(channel, member)]
+
+    def _unsubscribe(self, data: Any) -> list[Action]:
+        channel = self._channel_field(data)
+        if channel not in self.channels:
+            return _NOTHING
+        return [Leave(channel, self.channels.pop(channel))]
+
+    def _client_event(self, frame: messages.ClientFrame, now: float) -> list[Action]:
+        app = self.app
+        channel = frame.channel
+        if app.client_events is ClientEvents.NONE:
+            raise ProtocolError(ErrorCode.CLIENT_EVENT_REJECTED, "Client events are disabled for this app")
+        if channel is None:
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: client events need a 'channel'")
+        kind = kind_of(channel)
+        if kind.kind is Kind.ENCRYPTED:
+            raise ProtocolError(ErrorCode.CLIENT_EVENT_REJECTED, "Client events are not allowed on encrypted channels")
+        if not kind.allows_client_events:
+            raise ProtocolError(
+                ErrorCode.CLIENT_EVENT_REJECTED, "Client events are only allowed on private and presence channels"
+            )
+        subscribed = channel in self.channels
+        if app.client_events is ClientEvents.MEMBERS and not subscribed:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "Client events need a subscription to the channel")
+        if len(frame.event) > app.max_event_name_length:
+            raise ProtocolError(
+                ErrorCode.CLIENT_EVENT_REJECTED, f"Event name is longer than {app.max_event_name_length} characters"
+            )
+        data = frame.data if isinstance(frame.data, str) else messages.dumps(frame.data)
+        if len(data.encode()) > app.max_message_size:
+            raise ProtocolError(
+                ErrorCode.CLIENT_EVENT_REJECTED, f"Client event data is larger than {app.max_message_size} bytes"
+            )
+        if self._bucket is None:
+            self._bucket = TokenBucket(app.client_event_rate, now)
+        if not self._bucket.take(now):
+            raise ProtocolError(
+                ErrorCode.CLIENT_EVENT_REJECTED,
+                f"Client event rejected due to rate limit ({app.client_event_rate}/s)",
+            )
+        member = self.channels.get(channel)
+        return [Publish(channel, frame.event, data, member.user_id if member is not None else None)]
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Keep-alive: ping after ``activity_timeout`` of silence, close 4201 if no answer."""
+        if self.ping_sent_at is None:
+            if now - self.last_seen >= self.app.activity_timeout:
+                self.ping_sent_at = now
+                return [Send(messages.PING)]
+            return _NOTHING
+        if now - self.ping_sent_at >= self.pong_timeout:
+            return [Close(ErrorCode.PONG_NOT_RECEIVED, "Pong reply not received")]
+        return _NOTHING

@@ -1,0 +1,1 @@
+"""What crosses nodes: contracts, with an in-memory twin (the embedded default)."""

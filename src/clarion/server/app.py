@@ -1,0 +1,137 @@
+"""The aiohttp application: WebSocket, HTTP API, health and metrics on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..observability import logs, metrics
+from ..scaling.memory import MemoryBus
+from . import http_api
+from .config import Settings
+from .keys import NODE
+from .state import Node
+from .ws import websocket
+
+log = logging.getLogger("clarion.server")
+
+SWEEP_INTERVAL = 1.0  # seconds between keep-alive checks of every connection
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if node.bus.healthy:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _sweep(node: Node) -> None:
+    """Keep-alive for every socket from one task: cheaper than a timer per connection."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        now = loop.time()
+        for hub in node.hubs.values():
+            for conn in list(hub.connections.values()):
+                actions = conn.session.tick(now)
+                if actions:
+                    await node.carry_out(conn, actions)
+
+
+def build_app(settings: Settings) -> web.Application:
+    largest = max(app.max_message_size * app.max_batch_events for app in settings.apps)
+    application = web.Application(client_max_size=max(1024 * 1024, 2 * largest + 64 * 1024))
+    node = Node(settings, MemoryBus())
+    application[NODE] = node
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await node.start()
+        sweeper = asyncio.create_task(_sweep(node))
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        # Tell clients to reconnect elsewhere (4200) rather than leaving them to time out.
+        for hub in node.hubs.values():
+            for conn in list(hub.connections.values()):
+                conn.close(4200, "Server shutting down")
+        await asyncio.sleep(0)
+        await node.close()
+
+    application.cleanup_ctx.append(lifecycle)
+    application.router.add_get("/app/{key}", websocket)
+    http_api.add_routes(application.router)
+    application.router.add_get("/health", health)
+    application.router.add_get("/ready", ready)
+    application.router.add_get("/metrics", prometheus)
+    return application
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert or not settings.tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def serve(settings: Settings, announce: bool = True) -> None:
+    """Run until SIGINT/SIGTERM."""
+    logs.configure(settings.log_format, settings.log_level)
+    application = build_app(settings)
+    runner = web.AppRunner(
+        application,
+        access_log=None,
+        handle_signals=False,
+        # Sockets that never finish an HTTP request (or idle between API calls) are closed.
+        keepalive_timeout=settings.handshake_timeout,
+        shutdown_timeout=5.0,
+    )
+    await runner.setup()
+    context = _ssl_context(settings)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context, backlog=4096)
+    await site.start()
+    port = settings.port
+    for address in runner.addresses:  # the real port when 0 was asked for
+        port = address[1]
+        break
+    if announce:
+        scheme = "https" if context else "http"
+        print(f"clarion: listening on {scheme}://{settings.host}:{port}", flush=True)
+        if settings.dev_app:
+            app = settings.apps[0]
+            ws_scheme = "wss" if context else "ws"
+            print(
+                "clarion: WARNING no app configured; serving the development app (its secret is public, "
+                "loopback only):\n"
+                f"  app id {app.id}   key {app.key}   secret {app.secret}\n"
+                f"  WebSocket {ws_scheme}://{settings.host}:{port}/app/{app.key}\n"
+                "  pusher-js:\n"
+                f"    new Pusher('{app.key}', {{ wsHost: '{settings.host}', wsPort: {port}, "
+                f"forceTLS: {'true' if context else 'false'}, enabledTransports: ['ws', 'wss'], cluster: '' }})",
+                flush=True,
+            )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()

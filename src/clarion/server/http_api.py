@@ -1,0 +1,134 @@
+"""The Pusher HTTP API: signed requests in, events out to the bus, channel state back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..observability import metrics
+from ..observability.logs import fields
+from ..protocol import api, messages
+from ..protocol.app import App
+from ..protocol.channels import kind_of
+from ..protocol.errors import ApiError
+from ..protocol.signatures import verify_api_request
+from .keys import NODE
+from .state import Node
+
+log = logging.getLogger("clarion.api")
+
+Handler = Callable[[web.Request, Node, App, bytes], Awaitable[Any]]
+
+
+def signed(endpoint: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Wrap ``handler``: find the app, check the signature, map ApiError to its status, count it."""
+
+    async def wrapped(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        node = request.app[NODE]
+        status = 200
+        try:
+            app = node.apps_by_id.get(request.match_info["app_id"])
+            if app is None:
+                raise ApiError(404, "Unknown app")
+            body = await request.read()
+            raw_path = request.raw_path.split("?", 1)[0]
+            paths = (raw_path,) if raw_path == request.path else (raw_path, request.path)
+            verify_api_request(
+                key=app.key,
+                secret=app.secret,
+                method=request.method,
+                paths=paths,
+                params={k: request.query[k] for k in request.query},
+                body=body,
+                now=time.time(),
+            )
+            if not app.enabled:
+                raise ApiError(403, "Application disabled")
+            answer = await handler(request, node, app, body)
+            return web.json_response(answer, dumps=messages.dumps)
+        except ApiError as exc:
+            status = exc.status
+            if status == 401:
+                log.info(
+                    "api request refused",
+                    extra=fields(
+                        app_id=request.match_info.get("app_id", "")[:64], endpoint=endpoint, error=exc.message
+                    ),
+                )
+            return web.json_response({"error": exc.message}, status=status)
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.API_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
+            metrics.API_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    return wrapped
+
+
+def _counts(node: Node, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
+    hub = node.hubs[app.id]
+    user_count = hub.user_count(channel) if kind_of(channel).is_presence else None
+    return api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=False)
+
+
+async def _publish(node: Node, app: App, trigger: api.Trigger) -> None:
+    for channel in trigger.channels:
+        frame = messages.channel_event(trigger.name, channel, trigger.data)
+        await node.publish(app, channel, frame, trigger.socket_id, "api")
+
+
+async def trigger_event(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    trigger = api.parse_trigger_body(body, app)
+    await _publish(node, app, trigger)
+    if not trigger.info:
+        return {}
+    return {"channels": {channel: _counts(node, app, channel, trigger.info) for channel in trigger.channels}}
+
+
+async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    batch = api.parse_batch_body(body, app)
+    for trigger in batch:
+        await _publish(node, app, trigger)
+    if not any(trigger.info for trigger in batch):
+        return {}
+    return {"batch": [_counts(node, app, t.channels[0], t.info) if t.info else {} for t in batch]}
+
+
+async def list_channels(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    query = api.parse_channels_query(dict(request.query))
+    hub = node.hubs[app.id]
+    return {
+        "channels": {
+            name: _counts(node, app, name, query.info) for name in hub.channels if name.startswith(query.prefix)
+        }
+    }
+
+
+async def channel_state(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    channel = request.match_info["channel"]
+    info = api.parse_channel_query(channel, dict(request.query), app)
+    hub = node.hubs[app.id]
+    user_count = hub.user_count(channel) if kind_of(channel).is_presence else None
+    return api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=True)
+
+
+async def channel_users(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    channel = request.match_info["channel"]
+    api.parse_channel_query(channel, {}, app)
+    if not kind_of(channel).is_presence:
+        raise ApiError(400, "Users are only available for presence channels")
+    return {"users": [{"id": user_id} for user_id in node.hubs[app.id].users(channel)]}
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/apps/{app_id}/events", signed("events", trigger_event))
+    router.add_post("/apps/{app_id}/batch_events", signed("batch_events", trigger_batch))
+    router.add_get("/apps/{app_id}/channels", signed("channels", list_channels))
+    router.add_get("/apps/{app_id}/channels/{channel}", signed("channel", channel_state))
+    router.add_get("/apps/{app_id}/channels/{channel}/users", signed("users", channel_users))

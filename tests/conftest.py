@@ -1,0 +1,136 @@
+"""Shared fixtures: a real ``clarion serve`` process on a free port, and clients for it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pusher
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(r"listening on http://(?P<host>[^:\s]+):(?P<port>\d+)")
+
+APP_ID = "1234"
+APP_KEY = "test-key"
+APP_SECRET = "test-secret"
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    app_id: str
+    key: str
+    secret: str
+    proc: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7&client=test&version=1.0") -> str:
+        return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
+
+    def pusher(self) -> pusher.Pusher:
+        """The official Python SDK, pointed at this server."""
+        return pusher.Pusher(
+            app_id=self.app_id, key=self.key, secret=self.secret, host=self.host, port=self.port, ssl=False
+        )
+
+    def log_text(self) -> str:
+        return "".join(self.output)
+
+
+def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
+    for line in stream:
+        sink.append(line)
+
+
+@contextlib.contextmanager
+def run_server(env: dict[str, str] | None = None, config: str | None = None, tmp: Path | None = None) -> Iterator[RunningServer]:
+    """Start ``clarion serve`` on a free port and wait for its ready line."""
+    full_env = {
+        **os.environ,
+        "CLARION_HOST": "127.0.0.1",
+        "CLARION_PORT": "0",
+        "CLARION_APP_ID": APP_ID,
+        "CLARION_APP_KEY": APP_KEY,
+        "CLARION_APP_SECRET": APP_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [sys.executable, "-m", "clarion", "serve"]
+    if config is not None:
+        assert tmp is not None, "a config needs a tmp dir"
+        path = tmp / "clarion.toml"
+        path.write_text(config)
+        args += ["--config", str(path)]
+        for name in ("CLARION_APP_ID", "CLARION_APP_KEY", "CLARION_APP_SECRET"):
+            full_env.pop(name)
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        args, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    output: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    match = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = READY.search(line)
+        if match:
+            break
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("clarion serve did not start:\n" + "".join(output))
+    threading.Thread(target=_pump, args=(proc.stdout, output), daemon=True).start()
+    server = RunningServer(
+        host=match["host"],
+        port=int(match["port"]),
+        app_id=full_env.get("CLARION_APP_ID", APP_ID),
+        key=full_env.get("CLARION_APP_KEY", APP_KEY),
+        secret=full_env.get("CLARION_APP_SECRET", APP_SECRET),
+        proc=proc,
+        output=output,
+    )
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    """One server per test module, with the default test app (id 1234, key test-key)."""
+    with run_server() as running:
+        yield running
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[object]:
+    """Start servers with extra environment or a TOML config; all are stopped after the test."""
+    stack = contextlib.ExitStack()
+
+    def start(env: dict[str, str] | None = None, config: str | None = None) -> RunningServer:
+        return stack.enter_context(run_server(env=env, config=config, tmp=tmp_path))
+
+    with stack:
+        yield start
