@@ -57,7 +57,9 @@ def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def run_server(env: dict[str, str] | None = None, config: str | None = None, tmp: Path | None = None) -> Iterator[RunningServer]:
+def run_server(
+    env: dict[str, str] | None = None, config: str | None = None, tmp: Path | None = None
+) -> Iterator[RunningServer]:
     """Start ``clarion serve`` on a free port and wait for its ready line."""
     full_env = {
         **os.environ,

@@ -35,8 +35,12 @@ class PusherSocket:
             raise
         sock = cls(session, ws)
         if handshake:
-            hello = await sock.recv()
-            assert hello["event"] == "pusher:connection_established", hello
+            try:
+                hello = await sock.recv()
+                assert hello["event"] == "pusher:connection_established", hello
+            except BaseException:
+                await sock.close()
+                raise
             data = json.loads(hello["data"])
             sock.socket_id = data["socket_id"]
             sock.activity_timeout = data["activity_timeout"]

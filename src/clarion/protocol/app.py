@@ -45,12 +45,20 @@ class App:
             # Non-browser clients send no Origin; an allow-list is about browsers, but a
             # configured list is a promise, so only listed origins get through.
             return False
-        origin = origin.rstrip("/").lower()
-        for allowed in self.allowed_origins:
-            allowed = allowed.rstrip("/").lower()
-            if allowed == origin:
-                return True
-            # "*.example.com" matches any subdomain (scheme and port as given by the browser).
-            if allowed.startswith("*.") and origin.split("://", 1)[-1].split(":")[0].endswith(allowed[1:]):
-                return True
+        return any(origin_matches(pattern, origin) for pattern in self.allowed_origins)
+
+
+def origin_matches(pattern: str, origin: str) -> bool:
+    """``https://app.example`` matches itself; ``https://*.example`` any one-or-more-label
+    subdomain; a pattern without a scheme is compared with the origin's host (and port)."""
+    pattern = pattern.rstrip("/").lower()
+    origin = origin.rstrip("/").lower()
+    if "://" not in pattern:
+        origin = origin.split("://", 1)[-1]
+    if "*" not in pattern:
+        return pattern == origin
+    prefix, _, suffix = pattern.partition("*")
+    if not (origin.startswith(prefix) and origin.endswith(suffix)) or len(origin) <= len(prefix) + len(suffix):
         return False
+    middle = origin[len(prefix) : len(origin) - len(suffix)]
+    return all(c.isalnum() or c in "-." for c in middle) and not middle.startswith(".")

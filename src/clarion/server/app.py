@@ -66,14 +66,22 @@ def build_app(settings: Settings) -> web.Application:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        # Tell clients to reconnect elsewhere (4200) rather than leaving them to time out.
-        for hub in node.hubs.values():
-            for conn in list(hub.connections.values()):
-                conn.close(4200, "Server shutting down")
-        await asyncio.sleep(0)
         await node.close()
 
+    async def goodbye(app: web.Application) -> None:
+        # Tell clients to reconnect now (4200), to another node behind the balancer, rather
+        # than leaving them to notice a dead socket.
+        closing = [
+            task
+            for hub in node.hubs.values()
+            for conn in list(hub.connections.values())
+            if (task := conn.close(4200, "Server shutting down")) is not None
+        ]
+        if closing:
+            await asyncio.wait(closing, timeout=3.0)
+
     application.cleanup_ctx.append(lifecycle)
+    application.on_shutdown.append(goodbye)
     application.router.add_get("/app/{key}", websocket)
     http_api.add_routes(application.router)
     application.router.add_get("/health", health)

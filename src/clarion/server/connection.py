@@ -59,12 +59,12 @@ class Connection:
         transport.write(frame)
         return True
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str) -> asyncio.Task[None] | None:
         """Close with a Pusher close code, from any task, without waiting here."""
         if self.closing:
-            return
+            return None
         self.closing = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        return asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         try:
