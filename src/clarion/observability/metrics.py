@@ -40,3 +40,10 @@ API_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
+WEBHOOKS = Counter(
+    "clarion_webhook_events_total",
+    "Webhook events by outcome: sent, dropped_queue_full, dropped_retries_exhausted",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_FAILURES = Counter("clarion_webhook_failures_total", "Failed webhook POST attempts", registry=REGISTRY)

@@ -6,16 +6,16 @@ query and returns what to do, or raises ``ApiError`` with the status Pusher's RE
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import messages
 from .app import App
 from .channels import kind_of, name_problem
 from .errors import ApiError
 
-SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
+SOCKET_ID = re.compile(r"\A[0-9]+\.[0-9]+\Z")
 CHANNEL_INFO = frozenset({"subscription_count", "user_count", "cache"})
 EVENT_INFO = frozenset({"subscription_count", "user_count"})
 
@@ -31,8 +31,8 @@ class Trigger:
 
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return messages.loads(body)
+    except ValueError:
         raise ApiError(400, "Body is not valid JSON") from None
 
 
@@ -69,6 +69,7 @@ def parse_event(item: Any, app: App, *, single_channel_only: bool = False) -> Tr
         channels = item["channels"]
         if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
             raise ApiError(400, "'channels' must be a non-empty list of strings")
+        channels = list(dict.fromkeys(channels))
         if len(channels) > app.max_channels_per_event:
             raise ApiError(400, f"An event may go to at most {app.max_channels_per_event} channels")
     elif isinstance(item.get("channel"), str):

@@ -6,13 +6,21 @@ it again. Channel events keep ``data`` exactly as the publisher gave it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .errors import ErrorCode, ProtocolError
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+def loads(text: str | bytes) -> Any:
+    """Strict RFC 8259 JSON: no NaN or Infinity, no lone surrogates, nesting at most 1024 deep.
+
+    Each of those would otherwise pass parsing and break later, where the value is signed,
+    measured or sent on to other clients.
+    """
+    return orjson.loads(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +33,8 @@ class ClientFrame:
 def parse_frame(text: str) -> ClientFrame:
     """Parse one client text frame, or raise ``ProtocolError`` (4200) saying what is wrong."""
     try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
+        message = loads(text)
+    except ValueError:
         raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: not JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: expected a JSON object")
@@ -41,7 +49,7 @@ def parse_frame(text: str) -> ClientFrame:
     # string); accept an object or a string holding one for pusher: events.
     if event.startswith("pusher:") and isinstance(data, str) and data[:1] in ("{", "["):
         try:
-            data = json.loads(data)
+            data = loads(data)
         except ValueError:
             raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data' is not valid JSON") from None
     return ClientFrame(event=event, data=data, channel=channel)
@@ -49,7 +57,10 @@ def parse_frame(text: str) -> ClientFrame:
 
 def dumps(value: Any) -> str:
     """Compact JSON, UTF-8 kept as is (smaller frames than ASCII escapes)."""
-    return _dumps(value)
+    return orjson.dumps(value).decode()
+
+
+_dumps = dumps
 
 
 def encode(event: str, data: Any, channel: str | None = None, **extra: Any) -> str:

@@ -6,7 +6,6 @@ out. It never touches a socket, a clock or the event loop, so every rule here is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +75,7 @@ def _parse_member(channel_data: Any, max_info: int) -> Member:
     if not isinstance(channel_data, str):
         raise ValueError("channel_data must be a JSON string for presence channels")
     try:
-        payload = json.loads(channel_data)
+        payload = messages.loads(channel_data)
     except ValueError:
         raise ValueError("channel_data is not valid JSON") from None
     if not isinstance(payload, dict):
@@ -172,10 +171,8 @@ class Session:
         if problem is not None:
             raise SubscriptionError(channel[: app.max_channel_name_length], "InvalidChannel", problem, 400)
         kind = kind_of(channel)
-        if channel in self.channels:
-            # Idempotent: pusher-js may resend after a race; answer again, register once.
-            return [Join(channel, self.channels[channel])]
-        if len(self.channels) >= app.max_channels_per_connection:
+        already = channel in self.channels
+        if not already and len(self.channels) >= app.max_channels_per_connection:
             raise SubscriptionError(
                 channel,
                 "LimitReached",
@@ -199,6 +196,10 @@ class Session:
                     member = _parse_member(channel_data, app.max_presence_user_info)
                 except ValueError as exc:
                     raise SubscriptionError(channel, "InvalidChannelData", str(exc), 400) from None
+        if already:
+            # Idempotent: answered again, registered once, and still checked like the first time.
+            # A presence socket keeps the identity it joined with.
+            return [Join(channel, self.channels[channel])]
         self.channels[channel] = member
         return [Join(channel, member)]
 

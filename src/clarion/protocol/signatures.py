@@ -98,17 +98,17 @@ def verify_api_request(
         raise ApiError(401, "Unknown auth_key")
     if lowered["auth_version"] != "1.0":
         raise ApiError(401, "auth_version must be 1.0")
-    try:
-        timestamp = int(lowered["auth_timestamp"])
-    except ValueError:
-        raise ApiError(401, "auth_timestamp must be an integer") from None
+    raw_timestamp = lowered["auth_timestamp"]
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
+        raise ApiError(401, "auth_timestamp must be an integer")
+    timestamp = int(raw_timestamp)
     if abs(now - timestamp) > window:
         raise ApiError(401, f"Timestamp expired: it must be within {int(window)} s of server time")
     if body:
         given_md5 = lowered.get("body_md5")
         if given_md5 is None:
             raise ApiError(401, "Missing body_md5")
-        if not _equal(given_md5, body_md5(body)):
+        if not _equal(given_md5.lower(), body_md5(body)):
             raise ApiError(401, "body_md5 does not match the body")
     signature = lowered["auth_signature"]
     if not any(_equal(signature, sign_api_request(secret, method, path, params)) for path in paths):

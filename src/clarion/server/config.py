@@ -145,11 +145,15 @@ class Settings(BaseModel):
             return False
 
 
+_ENV_OF = {name: var for var, name in {**_SERVER_ENV, **_APP_ENV}.items()}
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "settings"
-        lines.append(f"  {where}: {item['msg']}")
+        var = _ENV_OF.get(str(item["loc"][-1])) if item["loc"] else None
+        lines.append(f"  {where}{f' ({var})' if var else ''}: {item['msg']}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

@@ -1,0 +1,295 @@
+"""Real Pusher clients for the compatibility tests, and the channel-auth endpoint they call.
+
+``NodeClient`` runs ``node/driver.mjs`` (pusher-js 8.6.0, or laravel-echo 2.5.0 on top of it) as
+a subprocess: commands go to its stdin as JSON lines, and every observation it makes (state
+changes, subscription results, events) comes back on stdout as a JSON line. ``expect`` waits for
+an observation matching some fields, looking first at what already arrived, so nothing is missed
+between a trigger and the wait for its delivery.
+
+``AuthEndpoint`` is the application back end that pusher-js and laravel-echo POST to
+(form-encoded ``socket_id`` and ``channel_name``), answering with the official ``pusher`` SDK's
+``authenticate``; for channels whose name contains ``forged`` it signs with a wrong secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pusher
+from aiohttp import web
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+DRIVER = NODE_DIR / "driver.mjs"
+DEFAULT_TIMEOUT = 5.0
+FORGED_MARK = "forged"
+
+Observation = dict[str, Any]
+Predicate = Callable[[Observation], bool]
+T = TypeVar("T")
+
+
+def unique(prefix: str) -> str:
+    """A channel name no other test uses: tests in a module share one server."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+async def sdk_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a (blocking, requests-based) SDK call off the event loop, which serves the auth
+    endpoint and reads the Node clients meanwhile."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = DEFAULT_TIMEOUT
+) -> T:
+    """Re-run ``probe`` until ``check`` holds for its result, for state that the protocol never
+    acknowledges (an unsubscribe or a closed socket, as seen through the HTTP API)."""
+    deadline = time.monotonic() + timeout
+    last = await probe()
+    while not check(last) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        last = await probe()
+    assert check(last), f"condition still false after {timeout}s; last result: {last!r}"
+    return last
+
+
+def _matches(obs: Observation, predicate: Predicate | None, fields: dict[str, Any]) -> bool:
+    if any(obs.get(key, _MISSING) != value for key, value in fields.items()):
+        return False
+    return predicate is None or bool(predicate(obs))
+
+
+_MISSING = object()
+
+
+class NodeClient:
+    """One pusher-js (or laravel-echo) client in its own Node process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, label: str) -> None:
+        self.proc = proc
+        self.label = label
+        self.seen: list[Observation] = []
+        self.stderr: list[str] = []
+        self.socket_id: str | None = None
+        self._consumed: set[int] = set()
+        self._arrived = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._readers = [
+            asyncio.create_task(self._read_stdout()),
+            asyncio.create_task(self._read_stderr()),
+        ]
+
+    @classmethod
+    async def start(cls, *, host: str, port: int, key: str, auth_endpoint: str, label: str = "node") -> NodeClient:
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("node (20+) is needed for the compatibility tests")
+        if not (NODE_DIR / "node_modules" / "pusher-js").is_dir():
+            raise RuntimeError(f"Node packages missing in {NODE_DIR}: run scripts/setup.sh --with-node")
+        proc = await asyncio.create_subprocess_exec(
+            node,
+            str(DRIVER),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--key",
+            key,
+            "--auth-endpoint",
+            auth_endpoint,
+            cwd=NODE_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=1 << 22,
+        )
+        client = cls(proc, label)
+        try:
+            await client.expect(type="ready", timeout=15)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    # -- I/O ------------------------------------------------------------------------------------
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            text = line.decode(errors="replace").strip()
+            if not text:
+                continue
+            try:
+                obs = json.loads(text)
+            except ValueError:
+                obs = {"type": "unparsed", "line": text}
+            self.seen.append(obs)
+            self._arrived.set()
+        self.seen.append({"type": "exited"})
+        self._arrived.set()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr.append(line.decode(errors="replace").rstrip("\n"))
+
+    async def send(self, cmd: str, **fields: Any) -> int:
+        """Send a command without waiting for its ack; returns its id."""
+        assert self.proc.stdin is not None
+        cmd_id = next(self._ids)
+        self.proc.stdin.write((json.dumps({"cmd": cmd, "id": cmd_id, **fields}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return cmd_id
+
+    async def command(self, cmd: str, timeout: float = DEFAULT_TIMEOUT, **fields: Any) -> Observation:
+        """Send a command and wait for the driver to have carried it out."""
+        cmd_id = await self.send(cmd, **fields)
+        ack = await self.expect(type="ack", id=cmd_id, timeout=timeout)
+        assert ack["ok"], f"{self.label}: {cmd} {fields} failed in the driver: {ack.get('error')}\n{self.report()}"
+        return ack
+
+    # -- observations ---------------------------------------------------------------------------
+
+    async def expect(
+        self, predicate: Predicate | None = None, *, timeout: float = DEFAULT_TIMEOUT, **fields: Any
+    ) -> Observation:
+        """The first not-yet-returned observation with these field values (and satisfying
+        ``predicate``), waiting up to ``timeout`` seconds for it to arrive."""
+        deadline = time.monotonic() + timeout
+        index = 0
+        while True:
+            while index < len(self.seen):
+                obs = self.seen[index]
+                if index not in self._consumed and _matches(obs, predicate, fields):
+                    self._consumed.add(index)
+                    return obs
+                if obs.get("type") == "fatal":
+                    raise AssertionError(f"{self.label}: the driver hit an error\n{self.report()}")
+                index += 1
+            if self.seen and self.seen[-1].get("type") == "exited":
+                raise AssertionError(f"{self.label}: driver exited while waiting for {fields}\n{self.report()}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.label}: no observation matching {fields}"
+                    f"{' and the predicate' if predicate else ''} within {timeout}s\n{self.report()}"
+                )
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def observed(self, predicate: Predicate | None = None, **fields: Any) -> list[Observation]:
+        """Every observation so far with these field values, returned by ``expect`` or not."""
+        return [obs for obs in self.seen if _matches(obs, predicate, fields)]
+
+    def events(self, channel: str | None = None, event: str | None = None) -> list[Observation]:
+        fields: dict[str, Any] = {"type": "event"}
+        if channel is not None:
+            fields["channel"] = channel
+        if event is not None:
+            fields["event"] = event
+        return self.observed(**fields)
+
+    def report(self, last: int = 40) -> str:
+        lines = [f"--- last observations of {self.label} ---"]
+        lines += [json.dumps(obs) for obs in self.seen[-last:]]
+        lines.append(f"--- stderr of {self.label} (pusher-js log) ---")
+        lines += self.stderr[-last:]
+        return "\n".join(lines)
+
+    # -- pusher-js shortcuts -----------------------------------------------------------------------
+
+    async def connect(self, *, raw: bool = False) -> str:
+        """Connect pusher-js; returns the socket_id the server gave it."""
+        await self.command("connect", raw=raw)
+        return await self._connected()
+
+    async def echo_connect(self, *, raw: bool = False, **options: Any) -> str:
+        """Connect laravel-echo (broadcaster 'pusher'); returns the socket_id."""
+        await self.command("echo_connect", raw=raw, **options)
+        return await self._connected()
+
+    async def _connected(self) -> str:
+        obs = await self.expect(type="connected", timeout=10)
+        self.socket_id = obs["socket_id"]
+        return obs["socket_id"]
+
+    async def subscribe(self, channel: str, *, wait: bool = True) -> None:
+        """Subscribe with pusher-js, by default waiting until the server confirmed it."""
+        await self.command("subscribe", channel=channel)
+        if wait:
+            await self.subscribed(channel)
+
+    async def subscribed(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        obs = await self.expect(
+            lambda o: o["type"] in ("subscription_succeeded", "subscription_error"), channel=channel, timeout=timeout
+        )
+        assert obs["type"] == "subscription_succeeded", f"{self.label}: subscribing failed: {obs}\n{self.report()}"
+
+    async def state(self) -> str:
+        return str((await self.command("state"))["state"])
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+class AuthEndpoint:
+    """The app back end's channel-auth route (``POST /auth``), signing with the official SDK."""
+
+    def __init__(self, *, app_id: str, key: str, secret: str, host: str, port: int, master_key_b64: str) -> None:
+        common = {"app_id": app_id, "key": key, "host": host, "port": port, "ssl": False}
+        # Also the SDK to trigger with on private-encrypted channels: it holds the master key.
+        self.sdk = pusher.Pusher(secret=secret, encryption_master_key_base64=master_key_b64, **common)
+        self.forger = pusher.Pusher(secret="not-" + secret, encryption_master_key_base64=master_key_b64, **common)
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/auth", self._auth)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/auth"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _auth(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        socket_id = form.get("socket_id")
+        channel = form.get("channel_name")
+        self.requests.append(
+            {"content_type": request.content_type, "socket_id": socket_id, "channel_name": channel, "form": dict(form)}
+        )
+        if not isinstance(socket_id, str) or not isinstance(channel, str):
+            return web.json_response({"error": "socket_id and channel_name are required"}, status=400)
+        signer = self.forger if FORGED_MARK in channel else self.sdk
+        try:
+            payload = signer.authenticate(channel=channel, socket_id=socket_id)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=403)
+        # The SDK gives the encrypted channels' shared_secret as base64 bytes.
+        answer = {k: v.decode() if isinstance(v, bytes) else v for k, v in payload.items()}
+        return web.json_response(answer)

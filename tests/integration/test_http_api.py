@@ -1,0 +1,805 @@
+"""The Pusher HTTP API against a real server: triggering, batches, channel queries, and refusals.
+
+Every request is signed as the SDKs sign it (``signed_query``); the refusal tests take a valid
+signed query and break exactly one thing in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from clarion.protocol.signatures import sign_api_request
+from pusherclient import PusherSocket, api_call, signed_query, wait_for
+
+_unique = itertools.count()
+
+
+def fresh(prefix: str) -> str:
+    """A channel name no other test in this module uses (the module shares one server)."""
+    return f"{prefix}{next(_unique)}"
+
+
+async def post_event(server: Any, body: Any, **extra: str) -> tuple[int, Any]:
+    return await api_call(
+        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body, **extra
+    )
+
+
+async def post_batch(server: Any, batch: list[dict[str, Any]]) -> tuple[int, Any]:
+    return await api_call(
+        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/batch_events", {"batch": batch}
+    )
+
+
+async def get(server: Any, path: str, **query: str) -> tuple[int, Any]:
+    return await api_call(server.http_url, server.key, server.secret, "GET", f"/apps/{server.app_id}{path}", **query)
+
+
+async def raw_request(
+    base_url: str, method: str, path: str, params: dict[str, str], body: bytes = b""
+) -> tuple[int, Any]:
+    """Send exactly these query parameters and body (no signing here)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, base_url + path, params=params, data=body or None, headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
+        text = await response.text()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text
+
+
+def assert_error(answer: Any) -> None:
+    """Refusals carry a JSON body with a non-empty ``error`` message."""
+    assert isinstance(answer, dict), answer
+    assert isinstance(answer.get("error"), str), answer
+    assert answer["error"].strip(), answer
+
+
+async def subscribed(server: Any, channel: str, **subscribe: Any) -> PusherSocket:
+    sock = await PusherSocket.open(server.ws_url())
+    try:
+        answer = await sock.subscribe(channel, **subscribe)
+        assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+    except BaseException:
+        await sock.close()
+        raise
+    return sock
+
+
+async def presence(server: Any, channel: str, user_id: str) -> PusherSocket:
+    return await subscribed(server, channel, key=server.key, secret=server.secret, channel_data={"user_id": user_id})
+
+
+def _signed(server: Any, user_id: str) -> dict[str, Any]:
+    return {"key": server.key, "secret": server.secret, "channel_data": {"user_id": user_id}}
+
+
+def _not(predicate: Any) -> Any:
+    async def negated() -> bool:
+        return not await predicate()
+
+    return negated
+
+
+def _counted(server: Any, channel: str, expected: int) -> Any:
+    """A ``wait_for`` predicate: the channel has ``expected`` subscribers."""
+
+    async def check() -> bool:
+        status, answer = await get(server, f"/channels/{channel}", info="subscription_count")
+        assert status == 200, answer
+        return answer.get("subscription_count") == expected
+
+    return check
+
+
+# --- POST /apps/{id}/events ------------------------------------------------------------------
+
+
+async def test_trigger_delivers_the_exact_frame_with_data_string_unchanged(server) -> None:
+    channel = fresh("news-")
+    data = '{"msg":"h\\u00e9llo \\"quoted\\"","n":[1, 2.50],"emoji":"\U0001f600"}'
+    async with await subscribed(server, channel) as sock:
+        status, answer = await post_event(server, {"name": "greet", "channel": channel, "data": data})
+        assert (status, answer) == (200, {})
+        frame = await sock.recv()
+        assert frame == {"event": "greet", "channel": channel, "data": data}
+
+
+async def test_trigger_relays_data_that_is_not_json_unchanged(server) -> None:
+    channel = fresh("plain-")
+    async with await subscribed(server, channel) as sock:
+        status, _ = await post_event(server, {"name": "note", "channel": channel, "data": "just text, no JSON"})
+        assert status == 200
+        assert await sock.recv() == {"event": "note", "channel": channel, "data": "just text, no JSON"}
+
+
+async def test_trigger_to_a_channels_list_delivers_to_each_channel(server) -> None:
+    first, second, third = fresh("multi-a-"), fresh("multi-b-"), fresh("multi-c-")
+    async with (
+        await subscribed(server, first) as a,
+        await subscribed(server, second) as b,
+        await subscribed(server, third) as c,
+    ):
+        status, answer = await post_event(server, {"name": "fan", "channels": [first, second, third], "data": "x"})
+        assert (status, answer) == (200, {})
+        assert await a.recv() == {"event": "fan", "channel": first, "data": "x"}
+        assert await b.recv() == {"event": "fan", "channel": second, "data": "x"}
+        assert await c.recv() == {"event": "fan", "channel": third, "data": "x"}
+
+
+async def test_one_socket_on_several_listed_channels_gets_one_frame_per_channel(server) -> None:
+    first, second = fresh("both-a-"), fresh("both-b-")
+    async with await subscribed(server, first) as sock:
+        assert (await sock.subscribe(second))["event"] == "pusher_internal:subscription_succeeded"
+        status, _ = await post_event(server, {"name": "fan", "channels": [first, second], "data": "y"})
+        assert status == 200
+        got = {(await sock.recv())["channel"], (await sock.recv())["channel"]}
+        assert got == {first, second}
+
+
+async def test_trigger_with_socket_id_skips_that_socket_but_not_other_subscribers(server) -> None:
+    channel = fresh("excl-")
+    async with await subscribed(server, channel) as sender, await subscribed(server, channel) as other:
+        status, _ = await post_event(
+            server, {"name": "echo", "channel": channel, "data": "1", "socket_id": sender.socket_id}
+        )
+        assert status == 200
+        assert await other.recv() == {"event": "echo", "channel": channel, "data": "1"}
+        # A second, unfiltered event: the excluded socket's first frame must be this one.
+        status, _ = await post_event(server, {"name": "after", "channel": channel, "data": "2"})
+        assert status == 200
+        assert await sender.recv() == {"event": "after", "channel": channel, "data": "2"}
+        assert await other.recv() == {"event": "after", "channel": channel, "data": "2"}
+
+
+async def test_trigger_info_subscription_count_answers_per_channel_counts(server) -> None:
+    busy, quiet = fresh("counted-"), fresh("empty-")
+    async with await subscribed(server, busy) as a, await subscribed(server, busy) as b:
+        status, answer = await post_event(
+            server, {"name": "e", "channels": [busy, quiet], "data": "d", "info": "subscription_count"}
+        )
+        assert status == 200
+        assert answer == {"channels": {busy: {"subscription_count": 2}, quiet: {"subscription_count": 0}}}
+        await a.expect("e", busy)
+        await b.expect("e", busy)
+
+
+async def test_trigger_info_user_count_on_presence_channel_counts_distinct_users(server) -> None:
+    channel = fresh("presence-room-")
+    async with (
+        await presence(server, channel, "u1") as u1,
+        await presence(server, channel, "u1") as u1_again,
+        await presence(server, channel, "u2") as u2,
+    ):
+        status, answer = await post_event(
+            server, {"name": "e", "channel": channel, "data": "d", "info": "user_count,subscription_count"}
+        )
+        assert status == 200
+        assert answer == {"channels": {channel: {"user_count": 2, "subscription_count": 3}}}
+        for sock in (u1, u1_again, u2):
+            frame = await sock.recv()
+            while frame["event"].startswith("pusher_internal:member_"):
+                frame = await sock.recv()
+            assert frame == {"event": "e", "channel": channel, "data": "d"}
+
+
+async def test_trigger_info_user_count_on_a_non_presence_channel_is_400(server) -> None:
+    channel = fresh("public-")
+    async with await subscribed(server, channel) as sock:
+        status, answer = await post_event(server, {"name": "e", "channel": channel, "data": "d", "info": "user_count"})
+        assert status == 400
+        assert_error(answer)
+        # Refused before publishing: the next frame is a later, valid event.
+        status, _ = await post_event(server, {"name": "ok", "channel": channel, "data": "d"})
+        assert status == 200
+        await sock.expect("ok", channel)
+
+
+# --- POST /apps/{id}/batch_events ------------------------------------------------------------
+
+
+async def test_batch_delivers_each_event_in_order(server) -> None:
+    one, two = fresh("batch-a-"), fresh("batch-b-")
+    async with await subscribed(server, one) as a, await subscribed(server, two) as b:
+        batch = [
+            {"name": "first", "channel": one, "data": "1"},
+            {"name": "second", "channel": two, "data": "2"},
+            {"name": "third", "channel": one, "data": "3"},
+            {"name": "fourth", "channel": one, "data": "4"},
+        ]
+        status, answer = await post_batch(server, batch)
+        assert (status, answer) == (200, {})
+        assert [await a.recv() for _ in range(3)] == [
+            {"event": "first", "channel": one, "data": "1"},
+            {"event": "third", "channel": one, "data": "3"},
+            {"event": "fourth", "channel": one, "data": "4"},
+        ]
+        assert await b.recv() == {"event": "second", "channel": two, "data": "2"}
+
+
+async def test_batch_of_ten_passes_and_eleven_is_400_with_nothing_delivered(server) -> None:
+    channel = fresh("batch-limit-")
+    async with await subscribed(server, channel) as sock:
+        eleven = [{"name": f"e{i}", "channel": channel, "data": str(i)} for i in range(11)]
+        status, answer = await post_batch(server, eleven)
+        assert status == 400
+        assert_error(answer)
+        status, _ = await post_batch(server, eleven[:10])
+        assert status == 200
+        # The first frame is from the accepted batch of ten: none of the eleven went out.
+        assert [(await sock.recv())["event"] for _ in range(10)] == [f"e{i}" for i in range(10)]
+
+
+async def test_batch_info_answers_one_entry_per_event_in_order(server) -> None:
+    room, public = fresh("presence-batch-"), fresh("batch-info-")
+    async with await presence(server, room, "u1") as member, await subscribed(server, public) as watcher:
+        status, answer = await post_batch(
+            server,
+            [
+                {"name": "a", "channel": room, "data": "1", "info": "user_count,subscription_count"},
+                {"name": "b", "channel": public, "data": "2"},
+                {"name": "c", "channel": public, "data": "3", "info": "subscription_count"},
+            ],
+        )
+        assert status == 200
+        assert answer == {
+            "batch": [{"user_count": 1, "subscription_count": 1}, {}, {"subscription_count": 1}],
+        }
+        await member.expect("a", room)
+        await watcher.expect("b", public)
+        await watcher.expect("c", public)
+
+
+# --- 401: authentication ---------------------------------------------------------------------
+
+
+def _trigger_body(channel: str = "auth-check") -> bytes:
+    return json.dumps({"name": "e", "channel": channel, "data": "d"}).encode()
+
+
+async def _send(server: Any, params: dict[str, str], body: bytes, path: str | None = None) -> tuple[int, Any]:
+    return await raw_request(server.http_url, "POST", path or f"/apps/{server.app_id}/events", params, body)
+
+
+async def test_bad_signature_is_401(server) -> None:
+    body = _trigger_body()
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body)
+    params["auth_signature"] = ("0" if params["auth_signature"][0] != "0" else "1") + params["auth_signature"][1:]
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_signature_made_with_the_wrong_secret_is_401(server) -> None:
+    body = _trigger_body()
+    params = signed_query(server.key, "not-the-secret", "POST", f"/apps/{server.app_id}/events", body)
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_timestamp_601_seconds_old_is_401(server) -> None:
+    body = _trigger_body()
+    stale = int(time.time()) - 601
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body, timestamp=stale)
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_timestamp_601_seconds_in_the_future_is_401(server) -> None:
+    body = _trigger_body()
+    ahead = math.ceil(time.time()) + 601
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body, timestamp=ahead)
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_timestamp_599_seconds_old_is_accepted(server) -> None:
+    channel = fresh("fresh-")
+    async with await subscribed(server, channel) as sock:
+        body = _trigger_body(channel)
+        # ceil: at most 599 s (plus the request's own latency) old when the server reads it.
+        old = math.ceil(time.time()) - 599
+        params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body, timestamp=old)
+        status, answer = await _send(server, params, body)
+        assert (status, answer) == (200, {})
+        await sock.expect("e", channel)
+
+
+async def test_wrong_body_md5_is_401(server) -> None:
+    body = _trigger_body()
+    params = signed_query(
+        server.key,
+        server.secret,
+        "POST",
+        f"/apps/{server.app_id}/events",
+        b"",
+        body_md5=hashlib.md5(b"another body").hexdigest(),
+    )
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_body_changed_after_signing_is_401(server) -> None:
+    signed_body = _trigger_body("auth-a")
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", signed_body)
+    status, answer = await _send(server, params, _trigger_body("auth-b"))
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_missing_body_md5_with_a_body_is_401(server) -> None:
+    body = _trigger_body()
+    # Signed over a query without body_md5, so only the missing hash can be the problem.
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", b"")
+    assert "body_md5" not in params
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+@pytest.mark.parametrize("missing", ["auth_key", "auth_signature", "auth_timestamp"])
+async def test_missing_auth_parameter_is_401(server, missing: str) -> None:
+    body = _trigger_body()
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body)
+    del params[missing]
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("auth_version", "2.0"), ("auth_timestamp", "yesterday"), ("auth_timestamp", "")]
+)
+async def test_bad_auth_parameter_value_is_401(server, param: str, value: str) -> None:
+    body = _trigger_body()
+    # Signed over the bad value, so only the value itself can be the problem.
+    params = signed_query(server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body)
+    del params["auth_signature"]
+    params[param] = value
+    params["auth_signature"] = sign_api_request(server.secret, "POST", f"/apps/{server.app_id}/events", params)
+    status, answer = await _send(server, params, body)
+    assert status == 401
+    assert_error(answer)
+
+
+async def test_unsigned_get_is_401(server) -> None:
+    status, answer = await raw_request(server.http_url, "GET", f"/apps/{server.app_id}/channels", {})
+    assert status == 401
+    assert_error(answer)
+
+
+TWO_APPS = """
+[[apps]]
+id = "501"
+key = "key-alpha"
+secret = "secret-alpha"
+
+[[apps]]
+id = "502"
+key = "key-beta"
+secret = "secret-beta"
+"""
+
+
+async def test_key_and_secret_of_another_app_are_401(server_factory) -> None:
+    srv = server_factory(config=TWO_APPS)
+    body = json.dumps({"name": "e", "channel": "news", "data": "d"}).encode()
+    path = "/apps/501/events"
+    # Correctly signed by app 502, sent to app 501's endpoint.
+    params = signed_query("key-beta", "secret-beta", "POST", path, body)
+    status, answer = await raw_request(srv.http_url, "POST", path, params, body)
+    assert status == 401
+    assert_error(answer)
+    # App 501's own credentials work on the same server.
+    status, answer = await api_call(srv.http_url, "key-alpha", "secret-alpha", "POST", path, json.loads(body))
+    assert (status, answer) == (200, {})
+
+
+# --- 400: bad requests -----------------------------------------------------------------------
+
+
+async def test_body_that_is_not_json_is_400(server) -> None:
+    status, answer = await post_event(server, b"{not json")
+    assert status == 400
+    assert_error(answer)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"channel": "c", "data": "d"}, id="missing-name"),
+        pytest.param({"name": "", "channel": "c", "data": "d"}, id="empty-name"),
+        pytest.param({"name": "e" * 201, "channel": "c", "data": "d"}, id="name-201-chars"),
+        pytest.param({"name": 7, "channel": "c", "data": "d"}, id="name-not-a-string"),
+        pytest.param({"name": "e", "channel": "c", "data": {"an": "object"}}, id="data-object"),
+        pytest.param({"name": "e", "channel": "c", "data": 5}, id="data-number"),
+        pytest.param({"name": "e", "channel": "c"}, id="data-missing"),
+        pytest.param({"name": "e", "data": "d"}, id="no-channel-nor-channels"),
+        pytest.param({"name": "e", "channels": [], "data": "d"}, id="channels-empty"),
+        pytest.param({"name": "e", "channels": [f"c{i}" for i in range(101)], "data": "d"}, id="channels-101"),
+        pytest.param({"name": "e", "channels": "c", "data": "d"}, id="channels-not-a-list"),
+        pytest.param({"name": "e", "channel": "c" * 165, "data": "d"}, id="channel-165-chars"),
+        pytest.param({"name": "e", "channel": "bad channel", "data": "d"}, id="channel-with-space"),
+        pytest.param({"name": "e", "channel": "bad!chan", "data": "d"}, id="channel-with-bang"),
+        pytest.param({"name": "e", "channels": ["ok", "bad/chan"], "data": "d"}, id="one-bad-in-channels"),
+        pytest.param({"name": "e", "channel": "c", "data": "d", "socket_id": "abc"}, id="socket-id-letters"),
+        pytest.param({"name": "e", "channel": "c", "data": "d", "socket_id": "123"}, id="socket-id-no-dot"),
+        pytest.param({"name": "e", "channel": "c", "data": "d", "socket_id": 1.5}, id="socket-id-number"),
+        pytest.param({"name": "e", "channel": "c", "data": "d", "info": "colour"}, id="unknown-info"),
+        pytest.param(["not", "an", "object"], id="body-is-a-list"),
+    ],
+)
+async def test_invalid_trigger_body_is_400(server, body: Any) -> None:
+    status, answer = await post_event(server, body)
+    assert status == 400, answer
+    assert_error(answer)
+
+
+async def test_limits_themselves_are_accepted(server) -> None:
+    """164-character channel name, 100 channels, 200-character event name: all allowed."""
+    status, answer = await post_event(server, {"name": "e" * 200, "channel": "c", "data": "d"})
+    assert (status, answer) == (200, {})
+    status, answer = await post_event(server, {"name": "e", "channel": "c" * 164, "data": "d"})
+    assert (status, answer) == (200, {})
+    status, answer = await post_event(server, {"name": "e", "channels": [f"c{i}" for i in range(100)], "data": "d"})
+    assert (status, answer) == (200, {})
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        pytest.param({"events": []}, id="no-batch-key"),
+        pytest.param({"batch": "x"}, id="batch-not-a-list"),
+        pytest.param({"batch": [{"name": "e", "data": "d"}]}, id="item-without-channel"),
+        pytest.param({"batch": [{"name": "e", "channel": "c", "data": {"x": 1}}]}, id="item-data-not-string"),
+    ],
+)
+async def test_invalid_batch_body_is_400(server, batch: Any) -> None:
+    status, answer = await api_call(
+        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/batch_events", batch
+    )
+    assert status == 400, answer
+    assert_error(answer)
+
+
+# --- 413: data size --------------------------------------------------------------------------
+
+
+async def test_data_of_10240_bytes_passes_and_10241_is_413(server) -> None:
+    channel = fresh("size-")
+    async with await subscribed(server, channel) as sock:
+        status, answer = await post_event(server, {"name": "big", "channel": channel, "data": "x" * 10241})
+        assert status == 413
+        assert_error(answer)
+        status, _ = await post_event(server, {"name": "big", "channel": channel, "data": "x" * 10240})
+        assert status == 200
+        frame = await sock.expect("big", channel)
+        assert frame["data"] == "x" * 10240
+
+
+async def test_batch_event_over_the_data_limit_is_413(server) -> None:
+    status, answer = await post_batch(
+        server,
+        [{"name": "ok", "channel": "c", "data": "x"}, {"name": "big", "channel": "c", "data": "x" * 10241}],
+    )
+    assert status == 413
+    assert_error(answer)
+
+
+async def test_max_message_size_from_env_counts_utf8_bytes(server_factory) -> None:
+    srv = server_factory(env={"CLARION_MAX_MESSAGE_SIZE": "100"})
+    channel = "sized"
+    async with await subscribed(srv, channel) as sock:
+        for data, expected in [
+            ("a" * 101, 413),
+            ("é" * 50 + "a", 413),  # 51 characters, 101 bytes
+            ("€" * 34, 413),  # 34 characters, 102 bytes
+            ("a" * 100, 200),
+            ("é" * 50, 200),  # 50 characters, 100 bytes
+        ]:
+            status, answer = await post_event(srv, {"name": "e", "channel": channel, "data": data})
+            assert status == expected, (len(data.encode()), answer)
+            if expected == 413:
+                assert_error(answer)
+        assert (await sock.expect("e", channel))["data"] == "a" * 100
+        assert (await sock.expect("e", channel))["data"] == "é" * 50
+
+
+# --- 404 -------------------------------------------------------------------------------------
+
+
+async def test_unknown_app_id_is_404(server) -> None:
+    for method, path, body in [
+        ("POST", "/apps/999999/events", {"name": "e", "channel": "c", "data": "d"}),
+        ("POST", "/apps/999999/batch_events", {"batch": []}),
+        ("GET", "/apps/999999/channels", None),
+        ("GET", "/apps/999999/channels/c", None),
+    ]:
+        status, answer = await api_call(server.http_url, server.key, server.secret, method, path, body)
+        assert status == 404, (method, path, answer)
+        assert_error(answer)
+
+
+# --- GET /apps/{id}/channels -----------------------------------------------------------------
+
+
+async def test_channel_list_holds_only_occupied_channels(server_factory) -> None:
+    srv = server_factory()
+    async with await subscribed(srv, "alpha") as a, await subscribed(srv, "presence-lobby", **_signed(srv, "u1")):
+        assert (await a.subscribe("beta"))["event"] == "pusher_internal:subscription_succeeded"
+        # An event to a channel nobody is on does not make it occupied.
+        status, _ = await post_event(srv, {"name": "e", "channel": "nobody-here", "data": "d"})
+        assert status == 200
+        status, answer = await get(srv, "/channels")
+        assert status == 200
+        assert answer == {"channels": {"alpha": {}, "beta": {}, "presence-lobby": {}}}
+
+
+async def test_channel_list_filter_by_prefix(server) -> None:
+    tag = fresh("pfx")
+    async with (
+        await subscribed(server, f"{tag}-one") as a,
+        await subscribed(server, f"{tag}-two"),
+        await subscribed(server, f"other{tag}-x"),
+    ):
+        assert (await a.subscribe(f"private-{tag}", key=server.key, secret=server.secret))["event"] == (
+            "pusher_internal:subscription_succeeded"
+        )
+        status, answer = await get(server, "/channels", filter_by_prefix=f"{tag}-")
+        assert status == 200
+        assert answer == {"channels": {f"{tag}-one": {}, f"{tag}-two": {}}}
+        status, answer = await get(server, "/channels", filter_by_prefix=f"private-{tag}")
+        assert (status, answer) == (200, {"channels": {f"private-{tag}": {}}})
+
+
+async def test_channel_list_user_count_needs_presence_prefix(server) -> None:
+    status, answer = await get(server, "/channels", info="user_count")
+    assert status == 400
+    assert_error(answer)
+    status, answer = await get(server, "/channels", info="user_count", filter_by_prefix="private-")
+    assert status == 400
+    assert_error(answer)
+
+
+async def test_channel_list_user_count_counts_distinct_users_per_presence_channel(server) -> None:
+    tag = fresh("uc")
+    room_a, room_b = f"presence-{tag}-a", f"presence-{tag}-b"
+    async with (
+        await presence(server, room_a, "u1"),
+        await presence(server, room_a, "u1"),
+        await presence(server, room_a, "u2"),
+        await presence(server, room_b, "u3"),
+    ):
+        status, answer = await get(server, "/channels", filter_by_prefix=f"presence-{tag}-", info="user_count")
+        assert status == 200
+        assert answer == {"channels": {room_a: {"user_count": 2}, room_b: {"user_count": 1}}}
+
+
+async def test_channel_list_unknown_info_is_400(server) -> None:
+    status, answer = await get(server, "/channels", info="colour")
+    assert status == 400
+    assert_error(answer)
+
+
+async def test_channel_leaves_the_list_after_its_last_subscriber_unsubscribes(server) -> None:
+    channel = fresh("leaving-")
+
+    async def listed() -> bool:
+        status, answer = await get(server, "/channels", filter_by_prefix=channel)
+        assert status == 200
+        return channel in answer["channels"]
+
+    async with await subscribed(server, channel) as a, await subscribed(server, channel) as b:
+        assert await listed()
+        await a.send("pusher:unsubscribe", {"channel": channel})
+        await wait_for(_counted(server, channel, 1))
+        assert await listed()
+        await b.send("pusher:unsubscribe", {"channel": channel})
+        await wait_for(_not(listed))
+        status, answer = await get(server, f"/channels/{channel}")
+        assert (status, answer) == (200, {"occupied": False})
+
+
+async def test_channel_leaves_the_list_when_its_last_subscriber_disconnects(server) -> None:
+    channel = fresh("gone-")
+
+    async def listed() -> bool:
+        status, answer = await get(server, "/channels", filter_by_prefix=channel)
+        assert status == 200, answer
+        return channel in answer["channels"]
+
+    sock = await subscribed(server, channel)
+    try:
+        assert await listed()
+    finally:
+        await sock.close()
+    await wait_for(_not(listed))
+
+
+# --- GET /apps/{id}/channels/{name} ----------------------------------------------------------
+
+
+async def test_channel_state_of_unoccupied_channel_is_occupied_false(server) -> None:
+    status, answer = await get(server, f"/channels/{fresh('vacant-')}")
+    assert (status, answer) == (200, {"occupied": False})
+    status, answer = await get(server, f"/channels/{fresh('vacant-')}", info="subscription_count")
+    assert (status, answer) == (200, {"occupied": False, "subscription_count": 0})
+
+
+async def test_channel_state_of_occupied_channel_with_subscription_count(server) -> None:
+    channel = fresh("occupied-")
+    async with await subscribed(server, channel), await subscribed(server, channel):
+        status, answer = await get(server, f"/channels/{channel}")
+        assert (status, answer) == (200, {"occupied": True})
+        status, answer = await get(server, f"/channels/{channel}", info="subscription_count")
+        assert (status, answer) == (200, {"occupied": True, "subscription_count": 2})
+
+
+async def test_channel_state_of_presence_channel_gives_user_count(server) -> None:
+    channel = fresh("presence-state-")
+    async with (
+        await presence(server, channel, "u1"),
+        await presence(server, channel, "u1"),
+        await presence(server, channel, "u2"),
+    ):
+        status, answer = await get(server, f"/channels/{channel}", info="user_count,subscription_count")
+        assert status == 200
+        assert answer == {"occupied": True, "user_count": 2, "subscription_count": 3}
+
+
+async def test_channel_state_user_count_on_non_presence_channel_is_400(server) -> None:
+    channel = fresh("private-nouser-")
+    async with await subscribed(server, channel, key=server.key, secret=server.secret):
+        status, answer = await get(server, f"/channels/{channel}", info="user_count")
+        assert status == 400
+        assert_error(answer)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("c" * 165, id="165-chars"), pytest.param("bad!name", id="bang"), pytest.param("a*b", id="star")],
+)
+async def test_channel_state_of_invalid_name_is_400(server, name: str) -> None:
+    status, answer = await get(server, f"/channels/{name}")
+    assert status == 400, answer
+    assert_error(answer)
+
+
+async def test_channel_state_unknown_info_is_400(server) -> None:
+    status, answer = await get(server, "/channels/anything", info="colour")
+    assert status == 400
+    assert_error(answer)
+
+
+# --- GET /apps/{id}/channels/{name}/users ----------------------------------------------------
+
+
+async def test_presence_users_lists_each_user_once(server) -> None:
+    channel = fresh("presence-users-")
+    async with (
+        await presence(server, channel, "u1"),
+        await presence(server, channel, "u2"),
+        await presence(server, channel, "u1"),
+    ):
+        status, answer = await get(server, f"/channels/{channel}/users")
+        assert status == 200
+        assert set(answer) == {"users"}
+        assert sorted(answer["users"], key=lambda u: u["id"]) == [{"id": "u1"}, {"id": "u2"}]
+
+
+async def test_presence_users_of_empty_presence_channel_is_an_empty_list(server) -> None:
+    status, answer = await get(server, f"/channels/{fresh('presence-nobody-')}/users")
+    assert (status, answer) == (200, {"users": []})
+
+
+async def test_presence_users_drops_a_user_after_their_last_socket_leaves(server) -> None:
+    channel = fresh("presence-leave-")
+    async with await presence(server, channel, "stay") as stay:
+        first = await presence(server, channel, "go")
+        second = await presence(server, channel, "go")
+        try:
+            await stay.expect("pusher_internal:member_added", channel)
+
+            async def ids() -> list[str]:
+                status, answer = await get(server, f"/channels/{channel}/users")
+                assert status == 200
+                return sorted(u["id"] for u in answer["users"])
+
+            await first.close()
+            await wait_for(_counted(server, channel, 2))
+            assert await ids() == ["go", "stay"]
+            await second.close()
+            await stay.expect("pusher_internal:member_removed", channel)
+            assert await ids() == ["stay"]
+        finally:
+            await first.close()
+            await second.close()
+
+
+@pytest.mark.parametrize("prefix", ["public-users-", "private-users-"])
+async def test_users_of_a_non_presence_channel_is_400(server, prefix: str) -> None:
+    status, answer = await get(server, f"/channels/{fresh(prefix)}/users")
+    assert status == 400
+    assert_error(answer)
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+async def test_server_keeps_answering_valid_triggers_between_refused_requests(server) -> None:
+    channel = fresh("steady-")
+    path = f"/apps/{server.app_id}/events"
+    good = {"name": "ok", "channel": channel, "data": "d"}
+    body = json.dumps(good).encode()
+    bad_signature = signed_query(server.key, "wrong-secret", "POST", path, body)
+    stale = signed_query(server.key, server.secret, "POST", path, body, timestamp=int(time.time()) - 601)
+    bad_requests = [
+        lambda: _send(server, bad_signature, body),
+        lambda: _send(server, stale, body),
+        lambda: _send(server, {}, body),
+        lambda: post_event(server, b"\xff\xfe not json"),
+        lambda: post_event(server, b"[" * 10000),
+        lambda: post_event(server, b'{"name": "e", "channel": "c", "data": "' + b"x" * 20000 + b'"}'),
+        lambda: post_event(server, {"name": "e", "channel": "c" * 500, "data": "d"}),
+        lambda: post_event(server, {"name": "e", "channels": list(range(5)), "data": "d"}),
+        lambda: post_event(server, {"name": None, "channel": None, "data": None, "socket_id": {}, "info": []}),
+        lambda: post_batch(server, [None, 1, "x"]),  # type: ignore[list-item]
+        lambda: api_call(server.http_url, server.key, server.secret, "POST", "/apps/nope/events", good),
+        lambda: get(server, "/channels/bad!name/users"),
+    ]
+    async with await subscribed(server, channel) as sock:
+        for n, bad in enumerate(bad_requests):
+            status, answer = await bad()
+            assert 400 <= status < 500, (n, status, answer)
+            assert_error(answer)
+            status, answer = await post_event(server, {**good, "data": str(n)})
+            assert (status, answer) == (200, {}), n
+            assert await sock.recv() == {"event": "ok", "channel": channel, "data": str(n)}
+
+
+async def test_channel_with_every_allowed_punctuation_works_in_paths_and_bodies(server) -> None:
+    channel = fresh("a=b@c,d;e.f-g_h")
+    async with await subscribed(server, channel) as sock:
+        status, answer = await get(server, f"/channels/{channel}", info="subscription_count")
+        assert (status, answer) == (200, {"occupied": True, "subscription_count": 1})
+        status, answer = await get(server, "/channels", filter_by_prefix=channel)
+        assert (status, answer) == (200, {"channels": {channel: {}}})
+        status, _ = await post_event(server, {"name": "p", "channel": channel, "data": "d"})
+        assert status == 200
+        assert await sock.recv() == {"event": "p", "channel": channel, "data": "d"}
+
+
+async def test_presence_users_gives_numeric_user_ids_as_strings(server) -> None:
+    channel = fresh("presence-numeric-")
+    async with await subscribed(server, channel, key=server.key, secret=server.secret, channel_data={"user_id": 10}):
+        status, answer = await get(server, f"/channels/{channel}/users")
+        assert (status, answer) == (200, {"users": [{"id": "10"}]})
+
+
+async def test_disabled_app_is_403_once_authenticated(server_factory) -> None:
+    srv = server_factory(config=TWO_APPS.replace('secret = "secret-beta"', 'secret = "secret-beta"\nenabled = false'))
+    body = {"name": "e", "channel": "news", "data": "d"}
+    status, answer = await api_call(srv.http_url, "key-beta", "secret-beta", "POST", "/apps/502/events", body)
+    assert status == 403
+    assert_error(answer)
+    # A bad signature is still a 401: nothing about the app is told to an unauthenticated caller.
+    status, answer = await api_call(srv.http_url, "key-beta", "wrong-secret", "POST", "/apps/502/events", body)
+    assert status == 401
+    status, _ = await api_call(srv.http_url, "key-alpha", "secret-alpha", "POST", "/apps/501/events", body)
+    assert status == 200
