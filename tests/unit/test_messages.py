@@ -135,7 +135,7 @@ def test_integer_with_too_many_digits_is_refused() -> None:
 @pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
 def test_numbers_json_cannot_carry_are_refused(number: str) -> None:
     # Infinity would come back out as invalid JSON and break every client it reached.
-    assert refused('{"event":"pusher:ping","data":' + number + '}').code == ErrorCode.RECONNECT
+    assert refused('{"event":"pusher:ping","data":' + number + "}").code == ErrorCode.RECONNECT
 
 
 @pytest.mark.parametrize(

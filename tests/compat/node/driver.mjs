@@ -48,7 +48,9 @@ const port = Number(args.port);
 const started = Date.now();
 
 function emit(obj) {
-  process.stdout.write(JSON.stringify({ ...obj, t: Date.now() - started }) + '\n');
+  // t: ms since start; at: wall-clock ms with sub-ms precision, for latency measurements.
+  const at = performance.timeOrigin + performance.now();
+  process.stdout.write(JSON.stringify({ ...obj, t: Date.now() - started, at }) + '\n');
 }
 
 function describe(err) {
