@@ -132,3 +132,21 @@ async def test_server_shutdown_closes_clients_with_4200(server_factory) -> None:
         running.proc.terminate()
         assert await sock.closed(timeout=8) == 4200
         await asyncio.to_thread(running.proc.wait, 10)
+
+
+async def test_disabled_app_refuses_sockets_with_4003(server_factory) -> None:
+    config = """
+[[apps]]
+id = "55"
+key = "off-key"
+secret = "off-secret"
+enabled = false
+"""
+    running = server_factory(config=config)
+    sock = await PusherSocket.open(running.ws_url(key="off-key"), handshake=False)
+    try:
+        frame = await sock.expect("pusher:error")
+        assert frame["data"]["code"] == 4003
+        assert await sock.closed() == 4003
+    finally:
+        await sock.close()
