@@ -36,6 +36,9 @@ class App:
     client_events: ClientEvents = ClientEvents.MEMBERS
     client_event_rate: int = 10  # per second per connection
     activity_timeout: int = 30  # seconds, sent to clients in connection_established
+    signin_timeout: float = 0.0  # seconds a socket has to pusher:signin; 0 = no limit
+    cache_ttl: float = 30 * 60.0  # seconds a cache channel keeps its last event
+    subscription_count_events: bool = False  # pusher_internal:subscription_count to subscribers
     allowed_origins: tuple[str, ...] = field(default=("*",))
 
     def origin_allowed(self, origin: str | None) -> bool:

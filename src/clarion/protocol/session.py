@@ -11,11 +11,12 @@ from typing import Any
 
 from . import messages
 from .app import App, ClientEvents
-from .channels import Kind, kind_of, name_problem
+from .channels import USER_CHANNEL_PREFIX, Kind, kind_of, name_problem
 from .errors import ErrorCode, ProtocolError, SubscriptionError
-from .signatures import verify_channel_auth
+from .signatures import verify_channel_auth, verify_user_auth
 
 MAX_USER_ID_LENGTH = 128
+MAX_WATCHLIST = 100  # Pusher: only the first 100 user ids are accepted (4302)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,22 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class SignIn:
+    """The socket is now ``user_id``: register it, answer signin_success, start its watchlist."""
+
+    user_id: str
+    user_data: str
+    watchlist: tuple[str, ...]
+    replaces: tuple[str, ...] | None  # the watchlist of an earlier sign-in on this socket
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     code: int
     reason: str
 
 
-Action = Send | Join | Leave | Publish | Close
+Action = Send | Join | Leave | Publish | SignIn | Close
 _NOTHING: list[Action] = []
 
 
@@ -116,7 +127,18 @@ class TokenBucket:
 class Session:
     """Protocol state of one WebSocket connection."""
 
-    __slots__ = ("_bucket", "app", "channels", "last_seen", "ping_sent_at", "pong_timeout", "socket_id")
+    __slots__ = (
+        "_bucket",
+        "app",
+        "channels",
+        "last_seen",
+        "ping_sent_at",
+        "pong_timeout",
+        "signin_deadline",
+        "socket_id",
+        "user_id",
+        "watchlist",
+    )
 
     def __init__(self, app: App, socket_id: str, now: float, pong_timeout: float = 30.0) -> None:
         self.app = app
@@ -126,6 +148,9 @@ class Session:
         self.ping_sent_at: float | None = None
         self.pong_timeout = pong_timeout
         self._bucket: TokenBucket | None = None
+        self.user_id: str | None = None
+        self.watchlist: tuple[str, ...] = ()
+        self.signin_deadline = now + app.signin_timeout if app.signin_timeout else None
 
     def hello(self) -> str:
         return messages.connection_established(self.socket_id, self.app.activity_timeout)
@@ -147,6 +172,8 @@ class Session:
                 return self._subscribe(frame.data)
             if event == "pusher:unsubscribe":
                 return self._unsubscribe(frame.data)
+            if event == "pusher:signin":
+                return self._signin(frame.data)
             if event.startswith("client-"):
                 return self._client_event(frame, now)
             raise ProtocolError(ErrorCode.RECONNECT, f"Unsupported event: {event[:64]}")
@@ -179,8 +206,10 @@ class Session:
                 f"A connection may subscribe to at most {app.max_channels_per_connection} channels",
                 429,
             )
-        if kind.kind is Kind.USER:
-            raise SubscriptionError(channel, "AuthError", "User channels are joined through pusher:signin", 403)
+        if kind.kind is Kind.USER and channel[len(USER_CHANNEL_PREFIX) :] != self.user_id:
+            raise SubscriptionError(
+                channel, "AuthError", "A user channel is open only to a socket signed in as that user", 403
+            )
         member: Member | None = None
         if kind.needs_auth:
             auth = data.get("auth")
@@ -202,6 +231,51 @@ class Session:
             return [Join(channel, self.channels[channel])]
         self.channels[channel] = member
         return [Join(channel, member)]
+
+    def _signin(self, data: Any) -> list[Action]:
+        if not isinstance(data, dict):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data' must be an object")
+        auth = data.get("auth")
+        user_data = data.get("user_data")
+        if not isinstance(auth, str) or not isinstance(user_data, str):
+            raise ProtocolError(
+                ErrorCode.RECONNECT, "Invalid message format: signin needs 'auth' and 'user_data' strings"
+            )
+        app = self.app
+        if not verify_user_auth(app.key, app.secret, auth, self.socket_id, user_data):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "Invalid signin signature")
+        try:
+            payload = messages.loads(user_data)
+        except ValueError:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "user_data is not valid JSON") from None
+        user_id = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_LENGTH:
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED,
+                f"user_data.id must be a non-empty string of at most {MAX_USER_ID_LENGTH} characters",
+            )
+        if self.user_id is not None and self.user_id != user_id:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "This connection is already signed in as another user")
+        raw_watchlist = payload.get("watchlist", [])
+        if not isinstance(raw_watchlist, list) or not all(isinstance(u, str) and u for u in raw_watchlist):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "user_data.watchlist must be a list of user id strings")
+        watchlist = tuple(dict.fromkeys(raw_watchlist))
+        replaces = self.watchlist if self.user_id is not None else None
+        self.user_id = user_id
+        self.watchlist = watchlist[:MAX_WATCHLIST]
+        self.signin_deadline = None
+        actions: list[Action] = [SignIn(user_id, user_data, self.watchlist, replaces)]
+        if len(watchlist) > MAX_WATCHLIST:
+            actions.append(
+                Send(
+                    messages.error(
+                        ErrorCode.WATCHLIST_LIMIT,
+                        f"Watchlist limit exceeded: only the first {MAX_WATCHLIST} user ids are watched",
+                    ),
+                    error_code=int(ErrorCode.WATCHLIST_LIMIT),
+                )
+            )
+        return actions
 
     def _unsubscribe(self, data: Any) -> list[Action]:
         channel = self._channel_field(data)
@@ -248,7 +322,11 @@ class Session:
     # --- timers -----------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:
-        """Keep-alive: ping after ``activity_timeout`` of silence, close 4201 if no answer."""
+        """Keep-alive: ping after ``activity_timeout`` of silence, close 4201 if no answer; and,
+        where the app asks for it, close 4009 a socket that has not signed in in time."""
+        if self.signin_deadline is not None and now >= self.signin_deadline:
+            self.signin_deadline = None
+            return [Close(ErrorCode.UNAUTHORIZED, "Connection not signed in within the app's timeout")]
         if self.ping_sent_at is None:
             if now - self.last_seen >= self.app.activity_timeout:
                 self.ping_sent_at = now

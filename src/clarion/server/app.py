@@ -18,6 +18,7 @@ from . import http_api
 from .config import Settings
 from .keys import NODE
 from .state import Node
+from .webhooks import AppWebhooks, Policy, Target, Webhooks
 from .ws import websocket
 
 log = logging.getLogger("clarion.server")
@@ -41,22 +42,41 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 async def _sweep(node: Node) -> None:
-    """Keep-alive for every socket from one task: cheaper than a timer per connection."""
+    """Timers for every socket from one task (cheaper than a timer per connection), then the
+    node's own housekeeping."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
         now = loop.time()
         for hub in node.hubs.values():
             for conn in list(hub.connections.values()):
+                if conn.closing:
+                    continue
                 actions = conn.session.tick(now)
                 if actions:
                     await node.carry_out(conn, actions)
+        node.tick()
+
+
+def build_webhooks(settings: Settings) -> Webhooks:
+    policy = Policy(
+        delay=settings.webhook_delay,
+        retry_for=settings.webhook_retry_for,
+        timeout=settings.webhook_timeout,
+        queue_size=settings.webhook_queue,
+    )
+    per_app = {}
+    for config in settings.apps:
+        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in config.webhook_targets]
+        if targets:
+            per_app[config.id] = AppWebhooks(config.to_app(), targets, policy)
+    return Webhooks(per_app)
 
 
 def build_app(settings: Settings) -> web.Application:
     largest = max(app.max_message_size * app.max_batch_events for app in settings.apps)
     application = web.Application(client_max_size=max(1024 * 1024, 2 * largest + 64 * 1024))
-    node = Node(settings, MemoryBus())
+    node = Node(settings, MemoryBus(), build_webhooks(settings))
     application[NODE] = node
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

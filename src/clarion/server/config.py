@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..protocol.app import App, ClientEvents
+from ..protocol.webhooks import EVENT_TYPES
 
 DEV_APP = {"id": "1", "key": "clarion-key", "secret": "clarion-secret"}
 
@@ -28,6 +29,9 @@ _APP_ENV: dict[str, str] = {
     "CLARION_CLIENT_EVENTS": "client_events",
     "CLARION_WEBHOOK_URL": "webhook_url",
     "CLARION_MAX_CHANNELS_PER_CONNECTION": "max_channels_per_connection",
+    "CLARION_SIGNIN_TIMEOUT": "signin_timeout",
+    "CLARION_SUBSCRIPTION_COUNT": "subscription_count_events",
+    "CLARION_CACHE_TTL": "cache_ttl",
 }
 _SERVER_ENV: dict[str, str] = {
     "CLARION_HOST": "host",
@@ -43,11 +47,30 @@ _SERVER_ENV: dict[str, str] = {
     "CLARION_PONG_TIMEOUT": "pong_timeout",
     "CLARION_HANDSHAKE_TIMEOUT": "handshake_timeout",
     "CLARION_MAX_BUFFER": "max_buffer",
+    "CLARION_WEBHOOK_DELAY": "webhook_delay",
+    "CLARION_WEBHOOK_RETRY_FOR": "webhook_retry_for",
+    "CLARION_WEBHOOK_TIMEOUT": "webhook_timeout",
+    "CLARION_WEBHOOK_QUEUE": "webhook_queue",
 }
 
 
 class ConfigError(Exception):
     """A setting is wrong; the message names it."""
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
+    event_types: list[str] = Field(default_factory=lambda: sorted(EVENT_TYPES))
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown webhook event type(s) {unknown}; known: {sorted(EVENT_TYPES)}")
+        return value
 
 
 class AppConfig(BaseModel):
@@ -70,7 +93,17 @@ class AppConfig(BaseModel):
     client_event_rate: int = Field(default=10, ge=1, le=10_000)
     activity_timeout: int = Field(default=30, ge=1, le=3600)
     allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
-    webhook_url: str | None = None
+    signin_timeout: float = Field(default=0, ge=0, le=3600)
+    cache_ttl: float = Field(default=1800, gt=0, le=24 * 3600)
+    subscription_count_events: bool = False
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+    @property
+    def webhook_targets(self) -> list[WebhookConfig]:
+        """``webhooks`` plus ``webhook_url`` (every event type) when that is set."""
+        extra = [WebhookConfig(url=self.webhook_url)] if self.webhook_url else []
+        return [*self.webhooks, *extra]
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -98,6 +131,9 @@ class AppConfig(BaseModel):
             client_event_rate=self.client_event_rate,
             activity_timeout=self.activity_timeout,
             allowed_origins=tuple(self.allowed_origins) or ("*",),
+            signin_timeout=self.signin_timeout,
+            cache_ttl=self.cache_ttl,
+            subscription_count_events=self.subscription_count_events,
         )
 
 
@@ -117,6 +153,10 @@ class Settings(BaseModel):
     pong_timeout: float = Field(default=30.0, gt=0, le=600)
     handshake_timeout: float = Field(default=10.0, gt=0, le=600)
     max_buffer: int = Field(default=1024 * 1024, ge=16 * 1024)
+    webhook_delay: float = Field(default=3.0, ge=0, le=60)
+    webhook_retry_for: float = Field(default=300.0, ge=0, le=24 * 3600)
+    webhook_timeout: float = Field(default=5.0, gt=0, le=120)
+    webhook_queue: int = Field(default=10_000, ge=10, le=10_000_000)
     apps: list[AppConfig] = Field(default_factory=list)
     dev_app: bool = False  # set when no app was configured and the development app is in use
 

@@ -25,14 +25,21 @@ Handler = Callable[[web.Request, Node, App, bytes], Awaitable[Any]]
 
 
 def signed(endpoint: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Wrap ``handler``: find the app, check the signature, map ApiError to its status, count it."""
+    """Wrap ``handler``: find the app, check the signature, map ApiError to its status, count it.
+
+    The app comes from ``{app_id}`` in the path or, on the official Python SDK's unprefixed
+    ``/users/...`` path, from the signed ``auth_key``.
+    """
 
     async def wrapped(request: web.Request) -> web.Response:
         started = time.perf_counter()
         node = request.app[NODE]
         status = 200
         try:
-            app = node.apps_by_id.get(request.match_info["app_id"])
+            if "app_id" in request.match_info:
+                app = node.apps_by_id.get(request.match_info["app_id"])
+            else:
+                app = node.apps_by_key.get(request.query.get("auth_key", ""))
             if app is None:
                 raise ApiError(404, "Unknown app")
             body = await request.read()
@@ -80,7 +87,7 @@ def _counts(node: Node, app: App, channel: str, info: frozenset[str]) -> dict[st
 async def _publish(node: Node, app: App, trigger: api.Trigger) -> None:
     for channel in trigger.channels:
         frame = messages.channel_event(trigger.name, channel, trigger.data)
-        await node.publish(app, channel, frame, trigger.socket_id, "api")
+        await node.publish(app, channel, frame, trigger.socket_id, "api", data=trigger.data)
 
 
 async def trigger_event(request: web.Request, node: Node, app: App, body: bytes) -> Any:
@@ -115,7 +122,13 @@ async def channel_state(request: web.Request, node: Node, app: App, body: bytes)
     info = api.parse_channel_query(channel, dict(request.query), app)
     hub = node.hubs[app.id]
     user_count = hub.user_count(channel) if kind_of(channel).is_presence else None
-    return api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=True)
+    answer = api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=True)
+    if "cache" in info and kind_of(channel).cache:
+        now = node.now()
+        cached = hub.cached(channel, now)
+        if cached is not None:
+            answer["cache"] = {"data": cached.data, "ttl": max(0, int(cached.expires - now))}
+    return answer
 
 
 async def channel_users(request: web.Request, node: Node, app: App, body: bytes) -> Any:
@@ -123,7 +136,15 @@ async def channel_users(request: web.Request, node: Node, app: App, body: bytes)
     api.parse_channel_query(channel, {}, app)
     if not kind_of(channel).is_presence:
         raise ApiError(400, "Users are only available for presence channels")
-    return {"users": [{"id": user_id} for user_id in node.hubs[app.id].users(channel)]}
+    return {"users": [{"id": user_id} for user_id in node.hubs[app.id].users_of(channel)]}
+
+
+async def terminate_connections(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    user_id = request.match_info["user_id"]
+    if not user_id or len(user_id) > 128:
+        raise ApiError(400, "user_id must have 1 to 128 characters")
+    node.terminate_user(app, user_id)
+    return {}
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -132,3 +153,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/apps/{app_id}/channels", signed("channels", list_channels))
     router.add_get("/apps/{app_id}/channels/{channel}", signed("channel", channel_state))
     router.add_get("/apps/{app_id}/channels/{channel}/users", signed("users", channel_users))
+    terminate = signed("terminate_connections", terminate_connections)
+    router.add_post("/apps/{app_id}/users/{user_id}/terminate_connections", terminate)
+    # pusher-http-python signs and sends this path without /apps/{id}; the app is its auth_key.
+    router.add_post("/users/{user_id}/terminate_connections", terminate)

@@ -162,6 +162,10 @@ class Webhooks:
     def for_app(self, app_id: str) -> AppWebhooks | None:
         return self.per_app.get(app_id)
 
+    def wants(self, app_id: str, name: str) -> bool:
+        hooks = self.per_app.get(app_id)
+        return hooks is not None and hooks.wants(name)
+
     async def start(self) -> None:
         senders = [sender for hooks in self.per_app.values() for sender in hooks.senders]
         if not senders:
