@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import uuid
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ def run_server(
         "CLARION_APP_KEY": APP_KEY,
         "CLARION_APP_SECRET": APP_SECRET,
         "PYTHONUNBUFFERED": "1",
+        # Each server its own cluster, so tests sharing one Redis never see each other's state.
+        "CLARION_SCALING_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
     }
     args = [sys.executable, "-m", "clarion", "serve"]
     if config is not None:

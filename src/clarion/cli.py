@@ -17,8 +17,6 @@ def _serve(args: argparse.Namespace) -> int:
             settings.host = args.host
         if args.port is not None:
             settings.port = args.port
-        if settings.scaling != "memory":
-            raise ConfigError("CLARION_SCALING=redis is not available in this release; use memory")
         if settings.workers != 1:
             raise ConfigError("CLARION_WORKERS > 1 is not available in this release; run one worker")
     except ConfigError as exc:

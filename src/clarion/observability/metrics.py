@@ -47,3 +47,13 @@ WEBHOOKS = Counter(
     registry=REGISTRY,
 )
 WEBHOOK_FAILURES = Counter("clarion_webhook_failures_total", "Failed webhook POST attempts", registry=REGISTRY)
+SCALING_UP = Gauge("clarion_scaling_up", "1 while the scaling backend (Redis) is reachable", registry=REGISTRY)
+SCALING_ERRORS = Counter(
+    "clarion_scaling_errors_total", "Scaling backend failures (lost connections, bad bus messages)", registry=REGISTRY
+)
+BUS_LOCAL_ONLY = Counter(
+    "clarion_bus_local_only_total",
+    "Messages delivered to this node only because the scaling backend was unreachable",
+    registry=REGISTRY,
+)
+NODES_REAPED = Counter("clarion_nodes_reaped_total", "Dead nodes whose share this node took over", registry=REGISTRY)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -13,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..observability import logs, metrics
-from ..scaling.memory import MemoryBus
+from ..scaling.contracts import Backend
+from ..scaling.memory import MemoryBackend
 from . import http_api
 from .config import Settings
 from .keys import NODE
@@ -32,7 +36,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    if node.bus.healthy:
+    if node.ready:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
 
@@ -55,7 +59,29 @@ async def _sweep(node: Node) -> None:
                 actions = conn.session.tick(now)
                 if actions:
                     await node.carry_out(conn, actions)
-        node.tick()
+        try:
+            await node.tick()
+        except Exception:
+            log.exception("housekeeping failed")
+
+
+async def _beat(node: Node, interval: float) -> None:
+    """Liveness in the cluster: beat, and take over the share of nodes that stopped beating."""
+    while True:
+        try:
+            await node.heartbeat()
+        except Exception:
+            log.exception("heartbeat failed")
+        await asyncio.sleep(interval)
+
+
+def build_backend(settings: Settings) -> Backend:
+    if settings.scaling == "redis":
+        from ..scaling.redis import RedisBackend
+
+        node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        return RedisBackend(settings.redis_url, settings.scaling_prefix, node_id, node_ttl=settings.node_ttl)
+    return MemoryBackend()
 
 
 def build_webhooks(settings: Settings) -> Webhooks:
@@ -76,16 +102,18 @@ def build_webhooks(settings: Settings) -> Webhooks:
 def build_app(settings: Settings) -> web.Application:
     largest = max(app.max_message_size * app.max_batch_events for app in settings.apps)
     application = web.Application(client_max_size=max(1024 * 1024, 2 * largest + 64 * 1024))
-    node = Node(settings, MemoryBus(), build_webhooks(settings))
+    node = Node(settings, build_backend(settings), build_webhooks(settings))
     application[NODE] = node
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()
-        sweeper = asyncio.create_task(_sweep(node))
+        tasks = [asyncio.create_task(_sweep(node)), asyncio.create_task(_beat(node, settings.node_ttl / 3))]
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await node.close()
 
     async def goodbye(app: web.Application) -> None:

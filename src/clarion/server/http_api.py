@@ -78,10 +78,16 @@ def signed(endpoint: str, handler: Handler) -> Callable[[web.Request], Awaitable
     return wrapped
 
 
-def _counts(node: Node, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
-    hub = node.hubs[app.id]
-    user_count = hub.user_count(channel) if kind_of(channel).is_presence else None
-    return api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=False)
+async def _counts(
+    node: Node, app: App, channel: str, info: frozenset[str], *, occupied: bool = False, known: int | None = None
+) -> dict[str, Any]:
+    """Cluster-wide answers, from the scaling backend rather than from asking every node."""
+    backend = node.backend
+    count = known if known is not None else await backend.subscription_count(app.id, channel)
+    users = (
+        len(await backend.members(app.id, channel)) if "user_count" in info and kind_of(channel).is_presence else None
+    )
+    return api.channel_info(info, count, users, always_occupied=occupied)
 
 
 async def _publish(node: Node, app: App, trigger: api.Trigger) -> None:
@@ -95,7 +101,7 @@ async def trigger_event(request: web.Request, node: Node, app: App, body: bytes)
     await _publish(node, app, trigger)
     if not trigger.info:
         return {}
-    return {"channels": {channel: _counts(node, app, channel, trigger.info) for channel in trigger.channels}}
+    return {"channels": {channel: await _counts(node, app, channel, trigger.info) for channel in trigger.channels}}
 
 
 async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes) -> Any:
@@ -104,30 +110,23 @@ async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes)
         await _publish(node, app, trigger)
     if not any(trigger.info for trigger in batch):
         return {}
-    return {"batch": [_counts(node, app, t.channels[0], t.info) if t.info else {} for t in batch]}
+    return {"batch": [await _counts(node, app, t.channels[0], t.info) if t.info else {} for t in batch]}
 
 
 async def list_channels(request: web.Request, node: Node, app: App, body: bytes) -> Any:
     query = api.parse_channels_query(dict(request.query))
-    hub = node.hubs[app.id]
-    return {
-        "channels": {
-            name: _counts(node, app, name, query.info) for name in hub.channels if name.startswith(query.prefix)
-        }
-    }
+    occupied = await node.backend.channels(app.id, query.prefix)
+    return {"channels": {name: await _counts(node, app, name, query.info, known=n) for name, n in occupied.items()}}
 
 
 async def channel_state(request: web.Request, node: Node, app: App, body: bytes) -> Any:
     channel = request.match_info["channel"]
     info = api.parse_channel_query(channel, dict(request.query), app)
-    hub = node.hubs[app.id]
-    user_count = hub.user_count(channel) if kind_of(channel).is_presence else None
-    answer = api.channel_info(info, hub.subscription_count(channel), user_count, always_occupied=True)
+    answer = await _counts(node, app, channel, info, occupied=True)
     if "cache" in info and kind_of(channel).cache:
-        now = node.now()
-        cached = hub.cached(channel, now)
+        cached = await node.backend.cached(app.id, channel)
         if cached is not None:
-            answer["cache"] = {"data": cached.data, "ttl": max(0, int(cached.expires - now))}
+            answer["cache"] = {"data": cached[0], "ttl": int(cached[2])}
     return answer
 
 
@@ -136,14 +135,14 @@ async def channel_users(request: web.Request, node: Node, app: App, body: bytes)
     api.parse_channel_query(channel, {}, app)
     if not kind_of(channel).is_presence:
         raise ApiError(400, "Users are only available for presence channels")
-    return {"users": [{"id": user_id} for user_id in node.hubs[app.id].users_of(channel)]}
+    return {"users": [{"id": user_id} for user_id in await node.backend.members(app.id, channel)]}
 
 
 async def terminate_connections(request: web.Request, node: Node, app: App, body: bytes) -> Any:
     user_id = request.match_info["user_id"]
     if not user_id or len(user_id) > 128:
         raise ApiError(400, "user_id must have 1 to 128 characters")
-    node.terminate_user(app, user_id)
+    await node.terminate_user(app, user_id)
     return {}
 
 

@@ -1,5 +1,5 @@
-"""One app's live state on this node: connections, channel → sockets, signed-in users, watchlists
-and cache channels' last events.
+"""One app's live state on this node: connections, channel → sockets, signed-in users and
+watchlists. What the cluster shares (presence, counts, cache) lives in the scaling backend.
 
 Delivery takes a frame already encoded as WebSocket bytes and writes it to each local subscriber;
 the loop does no encoding and no awaiting.
@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import messages
 from ..protocol.app import App
-from ..protocol.errors import SubscriptionError
 from ..protocol.session import Member
 from .connection import Connection
 from .frames import text_frame
@@ -28,16 +26,11 @@ class Channel:
         self.members: dict[str, dict[str, Any]] | None = {} if presence else None
         self.count_sent_at = float("-inf")
 
-    def presence_payload(self) -> dict[str, Any]:
-        assert self.members is not None
-        info = {user_id: next(reversed(sockets.values())) for user_id, sockets in self.members.items()}
-        return {"ids": list(info), "hash": info, "count": len(info)}
-
 
 @dataclass(frozen=True, slots=True)
 class Joined:
     occupied: bool  # the channel had no subscriber on this node before
-    member_added: bool
+    member_added: bool  # the user had no socket on this channel on this node before
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +39,9 @@ class Left:
     member_removed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CachedEvent:
-    """A cache channel's last event: the frame to replay, and what ``info=cache`` reports."""
-
-    data: str
-    frame: bytes
-    expires: float
-
-
 class AppHub:
     __slots__ = (
         "app",
-        "cache",
         "cache_miss_reported",
         "channels",
         "connections",
@@ -73,7 +56,6 @@ class AppHub:
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Connection]] = {}  # user_id → its signed-in sockets
         self.watchers: dict[str, dict[str, Connection]] = {}  # watched user_id → watching sockets
-        self.cache: dict[str, CachedEvent] = {}
         self.cache_miss_reported: set[str] = set()
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
 
@@ -88,13 +70,6 @@ class AppHub:
         if member is not None and channel.members is not None:
             sockets = channel.members.get(member.user_id)
             if sockets is None:
-                if len(channel.members) >= self.app.max_presence_members:
-                    raise SubscriptionError(
-                        name,
-                        "LimitReached",
-                        f"Presence channel is full ({self.app.max_presence_members} members)",
-                        403,
-                    )
                 sockets = channel.members[member.user_id] = {}
                 member_added = True
             sockets[conn.socket_id] = member.user_info
@@ -103,10 +78,11 @@ class AppHub:
         channel.sockets[conn.socket_id] = conn
         return Joined(occupied=created, member_added=member_added)
 
-    def leave(self, conn: Connection, name: str, member: Member | None) -> Left:
+    def leave(self, conn: Connection, name: str, member: Member | None) -> Left | None:
+        """None when the socket was not on the channel."""
         channel = self.channels.get(name)
         if channel is None or channel.sockets.pop(conn.socket_id, None) is None:
-            return Left(vacated=False, member_removed=False)
+            return None
         member_removed = False
         if member is not None and channel.members is not None:
             sockets = channel.members.get(member.user_id)
@@ -150,23 +126,6 @@ class AppHub:
         del self.users[user_id]
         return True
 
-    # --- cache channels ---------------------------------------------------------------------
-
-    def remember(self, name: str, data: str, frame: str, now: float) -> None:
-        self.cache[name] = CachedEvent(data, text_frame(frame), now + self.app.cache_ttl)
-        self.cache_miss_reported.discard(name)
-
-    def cached(self, name: str, now: float) -> CachedEvent | None:
-        entry = self.cache.get(name)
-        if entry is not None and entry.expires <= now:
-            del self.cache[name]
-            return None
-        return entry
-
-    def expire_cache(self, now: float) -> None:
-        for name in [name for name, entry in self.cache.items() if entry.expires <= now]:
-            del self.cache[name]
-
     # --- delivery ---------------------------------------------------------------------------
 
     def deliver(self, name: str, frame: bytes, exclude: str | None = None) -> int:
@@ -184,24 +143,3 @@ class AppHub:
 
     def deliver_text(self, name: str, text: str, exclude: str | None = None) -> int:
         return self.deliver(name, text_frame(text), exclude)
-
-    def member_added(self, name: str, member: Member, exclude: str) -> None:
-        payload = {"user_id": member.user_id, "user_info": member.user_info}
-        self.deliver_text(name, messages.encode("pusher_internal:member_added", payload, name), exclude)
-
-    def member_removed(self, name: str, member: Member) -> None:
-        self.deliver_text(name, messages.encode("pusher_internal:member_removed", {"user_id": member.user_id}, name))
-
-    # --- counts -----------------------------------------------------------------------------
-
-    def subscription_count(self, name: str) -> int:
-        channel = self.channels.get(name)
-        return len(channel.sockets) if channel is not None else 0
-
-    def user_count(self, name: str) -> int:
-        channel = self.channels.get(name)
-        return len(channel.members) if channel is not None and channel.members is not None else 0
-
-    def users_of(self, name: str) -> list[str]:
-        channel = self.channels.get(name)
-        return list(channel.members) if channel is not None and channel.members is not None else []

@@ -1,5 +1,10 @@
-"""The node: apps, their hubs, the bus, webhooks, and what happens when a socket joins, leaves,
-signs in or publishes."""
+"""The node: apps, their local hubs, the scaling backend, webhooks, and what happens when a
+socket joins, leaves, signs in or publishes.
+
+Local state (which socket is on which channel) lives in the hubs; what the cluster shares
+(presence, counts, online users, cache) lives in the backend. Every event, this node's included,
+comes back through the backend's bus before it is written to sockets, so all nodes see one order.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+from typing import Any
 
 from ..observability import metrics
 from ..observability.logs import fields
@@ -14,9 +20,9 @@ from ..protocol import messages
 from ..protocol import webhooks as hooks
 from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
-from ..protocol.errors import ErrorCode, SubscriptionError
-from ..protocol.session import Action, Close, Join, Leave, Publish, Send, SignIn
-from ..scaling.bus import Bus, Envelope
+from ..protocol.errors import ErrorCode
+from ..protocol.session import Action, Close, Join, Leave, Member, Publish, Send, SignIn
+from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, Reaped
 from .config import Settings
 from .connection import Connection
 from .frames import text_frame
@@ -31,9 +37,9 @@ COUNT_INTERVAL = 5.0
 
 
 class Node:
-    def __init__(self, settings: Settings, bus: Bus, webhooks: Webhooks) -> None:
+    def __init__(self, settings: Settings, backend: Backend, webhooks: Webhooks) -> None:
         self.settings = settings
-        self.bus = bus
+        self.backend = backend
         self.webhooks = webhooks
         apps = [config.to_app() for config in settings.apps]
         self.apps_by_key: dict[str, App] = {app.key: app for app in apps}
@@ -43,16 +49,21 @@ class Node:
         self._node_part = str(secrets.randbelow(9 * 10**8) + 10**8)
         self._sequence = itertools.count(secrets.randbelow(10**6))
         self._counts_flush: asyncio.Handle | None = None
+        self._counts_pending: set[tuple[str, str]] = set()
 
     def new_socket_id(self) -> str:
         return f"{self._node_part}.{next(self._sequence)}"
 
+    @property
+    def ready(self) -> bool:
+        return self.backend.healthy
+
     async def start(self) -> None:
-        await self.bus.start(self.deliver)
+        await self.backend.start(self.deliver, self.on_control)
         await self.webhooks.start()
 
     async def close(self) -> None:
-        await self.bus.close()
+        await self.backend.close()
         await self.webhooks.close()
 
     @staticmethod
@@ -69,14 +80,26 @@ class Node:
         if sent:
             metrics.DELIVERIES.inc(sent)
 
+    def on_control(self, message: Control) -> None:
+        hub = self.hubs.get(message.app_id)
+        if hub is None:
+            return
+        user_id = message.data.get("user_id")
+        if not isinstance(user_id, str):
+            return
+        if message.kind == "terminate":
+            self._terminate_local(hub, user_id)
+        elif message.kind in ("online", "offline"):
+            self._tell_watchers(hub, user_id, message.kind)
+
     async def publish(
         self, app: App, channel: str, frame: str, exclude: str | None, source: str, data: str | None = None
     ) -> None:
         metrics.EVENTS_PUBLISHED.labels(source=source).inc()
         if data is not None and kind_of(channel).cache:
             # Server events only: Pusher never caches client events.
-            self.hubs[app.id].remember(channel, data, frame, self.now())
-        await self.bus.publish(Envelope(app.id, channel, frame, exclude))
+            await self.backend.remember(app.id, channel, data, frame, app.cache_ttl)
+        await self.backend.publish(Envelope(app.id, channel, frame, exclude))
 
     # --- connection side --------------------------------------------------------------------
 
@@ -91,9 +114,9 @@ class Node:
                     self._log_refused(conn, action.frame)
                 conn.send(action.frame)
             elif isinstance(action, Join):
-                self._join(hub, conn, action)
+                await self._join(hub, conn, action)
             elif isinstance(action, Leave):
-                self._leave(hub, conn, action)
+                await self._leave(hub, conn, action)
             elif isinstance(action, Publish):
                 frame = messages.channel_event(action.event, action.channel, action.data, action.user_id)
                 await self.publish(hub.app, action.channel, frame, conn.socket_id, "client")
@@ -102,7 +125,7 @@ class Node:
                     hooks.client_event(action.channel, action.event, action.data, conn.socket_id, action.user_id),
                 )
             elif isinstance(action, SignIn):
-                self._sign_in(hub, conn, action)
+                await self._sign_in(hub, conn, action)
             elif isinstance(action, Close):
                 log.info(
                     "closing connection",
@@ -110,66 +133,96 @@ class Node:
                 )
                 conn.close(action.code, action.reason)
 
-    def _join(self, hub: AppHub, conn: Connection, action: Join) -> None:
-        name = action.channel
-        try:
-            joined = hub.join(conn, name, action.member)
-        except SubscriptionError as exc:
-            conn.session.channels.pop(name, None)
-            frame = messages.subscription_error(exc.channel, exc.kind, exc.message, exc.status)
-            self._log_refused(conn, frame)
-            conn.send(frame)
+    async def _join(self, hub: AppHub, conn: Connection, action: Join) -> None:
+        name, member, app = action.channel, action.member, hub.app
+        if conn.socket_id in (hub.channels[name].sockets if name in hub.channels else ()):
+            # Already on it (a repeated subscribe): answer again, register nothing.
+            await self._answer_subscribe(hub, conn, name, member)
             return
-        channel = hub.channels[name]
-        presence = channel.presence_payload() if channel.members is not None else None
-        conn.send(messages.subscription_succeeded(name, presence))
-        if kind_of(name).cache:
-            self._replay_cache(hub, conn, name)
-        if joined.occupied:
+        joined = hub.join(conn, name, member)
+        if member is not None and joined.member_added:
+            result = await self.backend.join(app.id, name, member.user_id, member.user_info, app.max_presence_members)
+            if result == FULL:
+                hub.leave(conn, name, member)
+                conn.session.channels.pop(name, None)
+                message = f"Presence channel is full ({app.max_presence_members} members)"
+                frame = messages.subscription_error(name, "LimitReached", message, 403)
+                self._log_refused(conn, frame)
+                conn.send(frame)
+                return
+            if conn.closing:
+                return
+            if result == FIRST:
+                payload = {"user_id": member.user_id, "user_info": member.user_info}
+                added = messages.encode("pusher_internal:member_added", payload, name)
+                await self.backend.publish(Envelope(app.id, name, added, conn.socket_id))
+                self._webhook(hub, hooks.member_added(name, member.user_id))
+        total = await self.backend.add_subscriptions(app.id, name, 1)
+        if total == 1:
             self._webhook(hub, hooks.channel_occupied(name))
-        if joined.member_added and action.member is not None:
-            hub.member_added(name, action.member, exclude=conn.socket_id)
-            self._webhook(hub, hooks.member_added(name, action.member.user_id))
+        await self._answer_subscribe(hub, conn, name, member)
         self._count_changed(hub, name)
 
-    def _leave(self, hub: AppHub, conn: Connection, action: Leave) -> None:
-        left = hub.leave(conn, action.channel, action.member)
-        if left.member_removed and action.member is not None:
-            hub.member_removed(action.channel, action.member)
-            self._webhook(hub, hooks.member_removed(action.channel, action.member.user_id))
-        if left.vacated:
-            self._webhook(hub, hooks.channel_vacated(action.channel))
-        self._count_changed(hub, action.channel)
+    async def _answer_subscribe(self, hub: AppHub, conn: Connection, name: str, member: Member | None) -> None:
+        presence = None
+        if member is not None:
+            members = await self.backend.members(hub.app.id, name)
+            members.setdefault(member.user_id, member.user_info)  # ours, even if a write is in flight
+            presence = {"ids": list(members), "hash": members, "count": len(members)}
+        conn.send(messages.subscription_succeeded(name, presence))
+        if kind_of(name).cache:
+            await self._replay_cache(hub, conn, name)
 
-    def drop(self, conn: Connection) -> None:
+    async def _leave(self, hub: AppHub, conn: Connection, action: Leave) -> None:
+        name, member, app = action.channel, action.member, hub.app
+        left = hub.leave(conn, name, member)
+        if left is None:
+            return
+        if member is not None and left.member_removed and await self.backend.leave(app.id, name, member.user_id):
+            removed = messages.encode("pusher_internal:member_removed", {"user_id": member.user_id}, name)
+            await self.backend.publish(Envelope(app.id, name, removed))
+            self._webhook(hub, hooks.member_removed(name, member.user_id))
+        if await self.backend.add_subscriptions(app.id, name, -1) == 0:
+            self._webhook(hub, hooks.channel_vacated(name))
+        self._count_changed(hub, name)
+
+    async def drop(self, conn: Connection) -> None:
         """The socket is gone: leave every channel it was on, and sign its user out."""
         session = conn.session
         hub = self.hubs[session.app.id]
-        for channel, member in list(session.channels.items()):
-            self._leave(hub, conn, Leave(channel, member))
-        session.channels.clear()
-        if session.user_id is not None and hub.sign_out(conn, session.user_id, session.watchlist):
-            self._tell_watchers(hub, session.user_id, "offline")
         hub.connections.pop(conn.socket_id, None)
+        channels = list(session.channels.items())
+        session.channels.clear()
+        for channel, member in channels:
+            await self._leave(hub, conn, Leave(channel, member))
+        user_id = session.user_id
+        if (
+            user_id is not None
+            and hub.sign_out(conn, user_id, session.watchlist)
+            and await self.backend.user_offline(hub.app.id, user_id)
+        ):
+            await self.backend.control(Control("offline", hub.app.id, {"user_id": user_id}))
 
     # --- users ------------------------------------------------------------------------------
 
-    def _sign_in(self, hub: AppHub, conn: Connection, action: SignIn) -> None:
+    async def _sign_in(self, hub: AppHub, conn: Connection, action: SignIn) -> None:
+        app = hub.app
         if action.replaces is not None:
             # Signing in again (same user): the new watchlist replaces the old one.
             hub.unwatch(conn, action.replaces)
-        came_online = hub.sign_in(conn, action.user_id, action.watchlist)
+        came_online_here = hub.sign_in(conn, action.user_id, action.watchlist)
         conn.send(messages.encode("pusher:signin_success", {"user_data": action.user_data}))
-        log.info("signed in", extra=fields(app_id=hub.app.id, socket_id=conn.socket_id, user_id=action.user_id))
+        log.info("signed in", extra=fields(app_id=app.id, socket_id=conn.socket_id, user_id=action.user_id))
         if action.watchlist:
-            online = [user for user in action.watchlist if user in hub.users]
-            offline = [user for user in action.watchlist if user not in hub.users]
-            events = [
-                {"name": name, "user_ids": ids} for name, ids in (("online", online), ("offline", offline)) if ids
-            ]
+            online = await self.backend.online(app.id, action.watchlist)
+            statuses = (
+                ("online", [user for user in action.watchlist if user in online]),
+                ("offline", [user for user in action.watchlist if user not in online]),
+            )
+            events = [{"name": name, "user_ids": ids} for name, ids in statuses if ids]
             conn.send(messages.encode("pusher_internal:watchlist_events", {"events": events}))
-        if came_online:
-            self._tell_watchers(hub, action.user_id, "online")
+        if came_online_here and await self.backend.user_online(app.id, action.user_id):
+            await self.backend.control(Control("online", app.id, {"user_id": action.user_id}))
 
     def _tell_watchers(self, hub: AppHub, user_id: str, status: str) -> None:
         watching = hub.watchers.get(user_id)
@@ -181,26 +234,31 @@ class Node:
         for conn in watching.values():
             conn.write(frame)
 
-    def terminate_user(self, app: App, user_id: str) -> int:
-        """Close every socket signed in as ``user_id`` (4009: do not reconnect as is)."""
-        sockets = list(self.hubs[app.id].users.get(user_id, {}).values())
+    async def terminate_user(self, app: App, user_id: str) -> None:
+        """Close every socket signed in as ``user_id``, on every node."""
+        await self.backend.control(Control("terminate", app.id, {"user_id": user_id}))
+
+    def _terminate_local(self, hub: AppHub, user_id: str) -> None:
+        sockets = list(hub.users.get(user_id, {}).values())
         for conn in sockets:
+            # 4009: pusher-js will not reconnect as is, which is the point.
             conn.send(messages.error(int(ErrorCode.UNAUTHORIZED), "Connection terminated by the app"))
             conn.close(int(ErrorCode.UNAUTHORIZED), "Connection terminated by the app")
         if sockets:
-            log.info("user terminated", extra=fields(app_id=app.id, user_id=user_id, sockets=len(sockets)))
-        return len(sockets)
+            log.info("user terminated", extra=fields(app_id=hub.app.id, user_id=user_id, sockets=len(sockets)))
 
     # --- cache channels ---------------------------------------------------------------------
 
-    def _replay_cache(self, hub: AppHub, conn: Connection, name: str) -> None:
-        cached = hub.cached(name, self.now())
+    async def _replay_cache(self, hub: AppHub, conn: Connection, name: str) -> None:
+        cached = await self.backend.cached(hub.app.id, name)
         if cached is not None:
-            conn.write(cached.frame)
+            conn.send(cached[1])
             return
         conn.send(messages.encode("pusher:cache_miss", {}, name))
-        # Pusher de-duplicates cache_miss webhooks; one per channel until it is cached again.
+        # Pusher de-duplicates cache_miss webhooks: one per channel (per node) until it is cached.
         if name not in hub.cache_miss_reported:
+            if len(hub.cache_miss_reported) > 10_000:
+                hub.cache_miss_reported.clear()  # bounded; a repeat webhook beats unbounded memory
             hub.cache_miss_reported.add(name)
             self._webhook(hub, hooks.cache_miss(name))
 
@@ -210,48 +268,68 @@ class Node:
         app = hub.app
         kind = kind_of(name)
         if kind.is_presence or kind.kind is Kind.USER:
-            return  # presence channels have member events instead; user channels are private plumbing
-        wants_webhook = self.webhooks.wants(app.id, "subscription_count")
-        if not app.subscription_count_events and not wants_webhook:
+            return  # presence channels have member events instead; user channels are plumbing
+        if not app.subscription_count_events and not self.webhooks.wants(app.id, "subscription_count"):
             return
         channel = hub.channels.get(name)
-        count = len(channel.sockets) if channel is not None else 0
+        busy = channel is not None and len(channel.sockets) > COUNT_BUSY
         last = channel.count_sent_at if channel is not None else float("-inf")
         now = self.now()
-        due = max(now, last + COUNT_INTERVAL) if count > COUNT_BUSY else now
+        due = max(now, last + COUNT_INTERVAL) if busy else now
         hub.counts_due.setdefault(name, due)
         if due <= now and self._counts_flush is None:
             # Joins and leaves in one loop turn coalesce into one count per channel.
-            self._counts_flush = asyncio.get_running_loop().call_soon(self.flush_counts)
+            self._counts_flush = asyncio.get_running_loop().call_soon(self._schedule_counts)
 
-    def flush_counts(self) -> None:
+    def _schedule_counts(self) -> None:
         self._counts_flush = None
+        asyncio.get_running_loop().create_task(self.flush_counts())
+
+    async def flush_counts(self) -> None:
         now = self.now()
         for hub in self.hubs.values():
-            if not hub.counts_due:
-                continue
             for name, due in list(hub.counts_due.items()):
                 if due > now:
                     continue
                 del hub.counts_due[name]
+                count = await self.backend.subscription_count(hub.app.id, name)
                 channel = hub.channels.get(name)
-                count = len(channel.sockets) if channel is not None else 0
                 if channel is not None:
                     channel.count_sent_at = now
-                    if hub.app.subscription_count_events:
-                        payload = {"subscription_count": count}
-                        hub.deliver_text(name, messages.encode("pusher_internal:subscription_count", payload, name))
+                if hub.app.subscription_count_events:
+                    payload = {"subscription_count": count}
+                    frame = messages.encode("pusher_internal:subscription_count", payload, name)
+                    await self.backend.publish(Envelope(hub.app.id, name, frame))
                 self._webhook(hub, hooks.subscription_count(name, count))
 
     # --- housekeeping -----------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Once a second: due webhooks, throttled counts, expired cache entries."""
-        now = self.now()
-        self.webhooks.tick(now)
-        self.flush_counts()
-        for hub in self.hubs.values():
-            hub.expire_cache(now)
+    async def tick(self) -> None:
+        """Once a second: due webhooks and throttled counts."""
+        self.webhooks.tick(self.now())
+        await self.flush_counts()
+
+    async def heartbeat(self) -> None:
+        """Beat, and announce what dead nodes' departure took away."""
+        reaped = await self.backend.heartbeat()
+        if reaped.members_removed or reaped.users_offline or reaped.channels_vacated:
+            metrics.NODES_REAPED.inc()
+            await self._announce(reaped)
+
+    async def _announce(self, reaped: Reaped) -> None:
+        for app_id, channel, user_id in reaped.members_removed:
+            hub = self.hubs.get(app_id)
+            if hub is None:
+                continue
+            frame = messages.encode("pusher_internal:member_removed", {"user_id": user_id}, channel)
+            await self.backend.publish(Envelope(app_id, channel, frame))
+            self._webhook(hub, hooks.member_removed(channel, user_id))
+        for app_id, user_id in reaped.users_offline:
+            await self.backend.control(Control("offline", app_id, {"user_id": user_id}))
+        for app_id, channel in reaped.channels_vacated:
+            hub = self.hubs.get(app_id)
+            if hub is not None:
+                self._webhook(hub, hooks.channel_vacated(channel))
 
     def _webhook(self, hub: AppHub, event: hooks.Event) -> None:
         target = self.webhooks.for_app(hub.app.id)
@@ -265,7 +343,8 @@ class Node:
 
     def _log_refused(self, conn: Connection, frame: str) -> None:
         parsed = messages.parse_frame(frame)
-        kind = parsed.data.get("type", "unknown") if isinstance(parsed.data, dict) else "unknown"
+        data: Any = parsed.data
+        kind = data.get("type", "unknown") if isinstance(data, dict) else "unknown"
         metrics.SUBSCRIPTIONS_REFUSED.labels(type=kind).inc()
         log.info(
             "subscription refused",
@@ -274,6 +353,6 @@ class Node:
                 socket_id=conn.socket_id,
                 channel=parsed.channel,
                 type=kind,
-                error=parsed.data.get("error") if isinstance(parsed.data, dict) else None,
+                error=data.get("error") if isinstance(data, dict) else None,
             ),
         )

@@ -107,7 +107,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         if conn.closing and reason == "client":
             reason = "server"
-        node.drop(conn)
+        # Shielded: a shutdown cancelling this handler must not leave presence half-removed.
+        await asyncio.shield(node.drop(conn))
         metrics.CONNECTIONS.labels(app_id=app.id).dec()
         metrics.CONNECTIONS_CLOSED.labels(reason=reason).inc()
         log.info(

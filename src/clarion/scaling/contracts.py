@@ -1,0 +1,125 @@
+"""What crosses nodes, as contracts. Each has an in-memory twin (one process, the embedded
+default) and a Redis twin (many nodes); ``tests/contracts`` runs one suite against both.
+
+A *node* is one server process. Every method speaks for the node it was built for: presence and
+counts are held per node, so when a node dies the others can take exactly its share away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One encoded Pusher frame for one channel of one app; ``exclude`` is a socket_id to skip."""
+
+    app_id: str
+    channel: str
+    frame: str
+    exclude: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A message for every node's own logic rather than for sockets (terminate a user, a user
+    came online or went offline)."""
+
+    kind: str
+    app_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Reaped:
+    """What a dead node held and the cluster has now let go of: presence members that left,
+    users that went offline, channels now empty. The reaping node announces them."""
+
+    members_removed: list[tuple[str, str, str]] = field(default_factory=list)  # app, channel, user
+    users_offline: list[tuple[str, str]] = field(default_factory=list)  # app, user
+    channels_vacated: list[tuple[str, str]] = field(default_factory=list)  # app, channel
+
+    def add(self, other: Reaped) -> None:
+        self.members_removed += other.members_removed
+        self.users_offline += other.users_offline
+        self.channels_vacated += other.channels_vacated
+
+    def __bool__(self) -> bool:
+        return bool(self.members_removed or self.users_offline or self.channels_vacated)
+
+
+OnEvent = Callable[[Envelope], None]
+OnControl = Callable[[Control], None]
+OnRestored = Callable[[], None]
+
+# Presence.join results
+FULL = -1
+HELD = 0  # this node already held the member (idempotent re-join)
+FIRST = 1  # the member is new to the whole cluster
+
+
+class Backend(Protocol):
+    """Bus, Presence, Stats and Cache for one node, and the node's liveness in the cluster."""
+
+    node_id: str
+
+    @property
+    def healthy(self) -> bool:
+        """False while the shared store is unreachable (``/ready`` answers 503)."""
+        ...
+
+    async def start(self, on_event: OnEvent, on_control: OnControl) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # Bus: every node, this one included, gets each envelope and control message once, in
+    # publish order per publisher.
+    async def publish(self, envelope: Envelope) -> None: ...
+
+    async def control(self, message: Control) -> None: ...
+
+    # Presence: members per (app, channel), held per node.
+    async def join(self, app_id: str, channel: str, user_id: str, user_info: Any, limit: int) -> int:
+        """FULL when the channel has ``limit`` other users, HELD when this node already holds the
+        user, FIRST when the user is new to the cluster, more when other nodes hold them too."""
+        ...
+
+    async def leave(self, app_id: str, channel: str, user_id: str) -> bool:
+        """True when the user has left the channel cluster-wide."""
+        ...
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]: ...
+
+    # Signed-in users, cluster-wide (watchlists).
+    async def user_online(self, app_id: str, user_id: str) -> bool:
+        """Mark the user online on this node; True when they just came online cluster-wide."""
+        ...
+
+    async def user_offline(self, app_id: str, user_id: str) -> bool:
+        """True when the user has no signed-in socket left anywhere."""
+        ...
+
+    async def online(self, app_id: str, user_ids: tuple[str, ...]) -> set[str]: ...
+
+    # Stats: subscriptions per channel, cluster-wide.
+    async def add_subscriptions(self, app_id: str, channel: str, delta: int) -> int:
+        """Apply this node's change; the cluster-wide count after it."""
+        ...
+
+    async def subscription_count(self, app_id: str, channel: str) -> int: ...
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        """Occupied channels (count > 0) whose name starts with ``prefix``."""
+        ...
+
+    # Cache channels: the last event, with a time to live.
+    async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None: ...
+
+    async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:
+        """(data, frame, seconds left) of the channel's last event, if still fresh."""
+        ...
+
+    # Liveness: heartbeat this node, take over what dead nodes held.
+    async def heartbeat(self) -> Reaped: ...
