@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 
@@ -17,13 +18,15 @@ def _serve(args: argparse.Namespace) -> int:
             settings.host = args.host
         if args.port is not None:
             settings.port = args.port
-        if settings.workers != 1:
-            raise ConfigError("CLARION_WORKERS > 1 is not available in this release; run one worker")
     except ConfigError as exc:
         print(f"clarion: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        from .server.workers import Supervisor
+
+        return Supervisor(settings, args.config).run()
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, reuse_port="CLARION_WORKER_INDEX" in os.environ))
     except OSError as exc:
         print(f"clarion: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

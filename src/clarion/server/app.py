@@ -146,7 +146,20 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(settings: Settings, announce: bool = True) -> None:
+def dev_banner(settings: Settings, port: int) -> str:
+    app = settings.apps[0]
+    tls = bool(settings.tls_cert)
+    return (
+        "clarion: WARNING no app configured; serving the development app (its secret is public, loopback only):\n"
+        f"  app id {app.id}   key {app.key}   secret {app.secret}\n"
+        f"  WebSocket {'wss' if tls else 'ws'}://{settings.host}:{port}/app/{app.key}\n"
+        "  pusher-js:\n"
+        f"    new Pusher('{app.key}', {{ wsHost: '{settings.host}', wsPort: {port}, "
+        f"forceTLS: {'true' if tls else 'false'}, enabledTransports: ['ws', 'wss'], cluster: '' }})"
+    )
+
+
+async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM."""
     logs.configure(settings.log_format, settings.log_level)
     application = build_app(settings)
@@ -160,7 +173,9 @@ async def serve(settings: Settings, announce: bool = True) -> None:
     )
     await runner.setup()
     context = _ssl_context(settings)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context, backlog=4096)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=context, backlog=4096, reuse_port=reuse_port or None
+    )
     await site.start()
     port = settings.port
     for address in runner.addresses:  # the real port when 0 was asked for
@@ -169,19 +184,8 @@ async def serve(settings: Settings, announce: bool = True) -> None:
     if announce:
         scheme = "https" if context else "http"
         print(f"clarion: listening on {scheme}://{settings.host}:{port}", flush=True)
-        if settings.dev_app:
-            app = settings.apps[0]
-            ws_scheme = "wss" if context else "ws"
-            print(
-                "clarion: WARNING no app configured; serving the development app (its secret is public, "
-                "loopback only):\n"
-                f"  app id {app.id}   key {app.key}   secret {app.secret}\n"
-                f"  WebSocket {ws_scheme}://{settings.host}:{port}/app/{app.key}\n"
-                "  pusher-js:\n"
-                f"    new Pusher('{app.key}', {{ wsHost: '{settings.host}', wsPort: {port}, "
-                f"forceTLS: {'true' if context else 'false'}, enabledTransports: ['ws', 'wss'], cluster: '' }})",
-                flush=True,
-            )
+        if settings.dev_app and not reuse_port:
+            print(dev_banner(settings, port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
