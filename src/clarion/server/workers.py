@@ -66,6 +66,7 @@ class Supervisor:
                 with self._ready_changed:
                     self.ready.add(index)
                     self._ready_changed.notify_all()
+                print(f"clarion: worker {index} ready (pid {proc.pid})", flush=True)
                 continue
             sys.stdout.write(f"[worker {index}] {line}")
             sys.stdout.flush()
