@@ -794,3 +794,20 @@ event_types = ["channel_occupied", "channel_exploded"]
     assert "listening on" not in result.stdout
     assert "channel_exploded" in result.stderr, result.stderr
     assert re.search(r"event.type", result.stderr), result.stderr
+
+
+async def test_events_that_pile_up_during_a_post_go_out_together_in_one_body(start, receiver, connect) -> None:
+    running = hooked(start, receiver)
+    receiver.fail_next = 1
+    sock = await connect(running)
+    await join(sock, running, fresh("batch-first-"))
+    # The first POST failed: the sender now waits 1 s before retrying it, and queues the rest.
+    await wait_for(lambda: receiver.posts)
+    channels = [fresh("batch-") for _ in range(5)]
+    for channel in channels:
+        await join(sock, running, channel)
+    for channel in channels:
+        await receiver.wait_event("channel_occupied", channel, timeout=8)
+    bodies = [p for p in receiver.delivered() if any(e.get("channel") in channels for e in p.events)]
+    assert len(bodies) == 1
+    assert {e["channel"] for e in bodies[0].events if e["name"] == "channel_occupied"} == set(channels)
