@@ -43,6 +43,7 @@ async def node_client(server, auth_endpoint) -> AsyncIterator[ClientFactory]:
             port=server.port,
             key=key or server.key,
             auth_endpoint=auth_endpoint.url,
+            user_auth_endpoint=auth_endpoint.user_auth_url,
             label=label or f"client{len(started) + 1}",
         )
         started.append(client)

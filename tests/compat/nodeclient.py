@@ -6,9 +6,12 @@ changes, subscription results, events) comes back on stdout as a JSON line. ``ex
 an observation matching some fields, looking first at what already arrived, so nothing is missed
 between a trigger and the wait for its delivery.
 
-``AuthEndpoint`` is the application back end that pusher-js and laravel-echo POST to
-(form-encoded ``socket_id`` and ``channel_name``), answering with the official ``pusher`` SDK's
-``authenticate``; for channels whose name contains ``forged`` it signs with a wrong secret.
+``AuthEndpoint`` is the application back end that pusher-js and laravel-echo POST to: ``/auth``
+(form-encoded ``socket_id`` and ``channel_name``) answers with the official ``pusher`` SDK's
+``authenticate``, ``/user-auth`` (``socket_id``) with its ``authenticate_user``. Who the client is
+comes from extra form fields the driver adds (``user_id``, ``user_info``, ``watchlist``), as a real
+back end would know it from its session. For channels or user ids containing ``forged`` it signs
+with a wrong secret.
 """
 
 from __future__ import annotations
@@ -89,7 +92,16 @@ class NodeClient:
         ]
 
     @classmethod
-    async def start(cls, *, host: str, port: int, key: str, auth_endpoint: str, label: str = "node") -> NodeClient:
+    async def start(
+        cls,
+        *,
+        host: str,
+        port: int,
+        key: str,
+        auth_endpoint: str,
+        user_auth_endpoint: str | None = None,
+        label: str = "node",
+    ) -> NodeClient:
         node = shutil.which("node")
         if node is None:
             raise RuntimeError("node (20+) is needed for the compatibility tests")
@@ -106,6 +118,7 @@ class NodeClient:
             key,
             "--auth-endpoint",
             auth_endpoint,
+            *(["--user-auth-endpoint", user_auth_endpoint] if user_auth_endpoint else []),
             cwd=NODE_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -199,6 +212,10 @@ class NodeClient:
             fields["event"] = event
         return self.observed(**fields)
 
+    def errors(self) -> list[int | None]:
+        """The codes of every pusher:error (or close code) pusher-js reported so far."""
+        return [pusher_error_code(obs) for obs in self.observed(type="connection_error")]
+
     def report(self, last: int = 40) -> str:
         lines = [f"--- last observations of {self.label} ---"]
         lines += [json.dumps(obs) for obs in self.seen[-last:]]
@@ -208,32 +225,56 @@ class NodeClient:
 
     # -- pusher-js shortcuts -----------------------------------------------------------------------
 
-    async def connect(self, *, raw: bool = False) -> str:
-        """Connect pusher-js; returns the socket_id the server gave it."""
-        await self.command("connect", raw=raw)
+    async def connect(
+        self, *, raw: bool = False, user: dict[str, Any] | None = None, auth_params: dict[str, str] | None = None
+    ) -> str:
+        """Connect pusher-js; returns the socket_id the server gave it.
+
+        ``user`` ({id, info?, watchlist?}) tells the auth endpoints who this client is."""
+        await self.command("connect", raw=raw, **_identity(user, auth_params))
         return await self._connected()
 
-    async def echo_connect(self, *, raw: bool = False, **options: Any) -> str:
+    async def echo_connect(
+        self,
+        *,
+        raw: bool = False,
+        user: dict[str, Any] | None = None,
+        auth_params: dict[str, str] | None = None,
+        **options: Any,
+    ) -> str:
         """Connect laravel-echo (broadcaster 'pusher'); returns the socket_id."""
-        await self.command("echo_connect", raw=raw, **options)
+        await self.command("echo_connect", raw=raw, **_identity(user, auth_params), **options)
         return await self._connected()
+
+    async def signin(self) -> Observation:
+        """``pusher.signin()``; waits for pusher:signin_success and for the #server-to-user-
+        channel pusher-js then subscribes, so events sent to the user can no longer be missed.
+        Returns the signin_success observation (``user_data`` as pusher-js parsed it)."""
+        await self.command("signin")
+        success = await self.expect(type="signin_success")
+        assert success["channel"], f"{self.label}: signed in without a user channel: {success}\n{self.report()}"
+        await self.subscribed(success["channel"])
+        return success
 
     async def _connected(self) -> str:
         obs = await self.expect(type="connected", timeout=10)
         self.socket_id = obs["socket_id"]
         return obs["socket_id"]
 
-    async def subscribe(self, channel: str, *, wait: bool = True) -> None:
-        """Subscribe with pusher-js, by default waiting until the server confirmed it."""
+    async def subscribe(self, channel: str, *, wait: bool = True) -> Observation | None:
+        """Subscribe with pusher-js, by default waiting until the server confirmed it (and then
+        returning the subscription_succeeded observation: ``members`` on presence channels)."""
         await self.command("subscribe", channel=channel)
         if wait:
-            await self.subscribed(channel)
+            return await self.subscribed(channel)
+        return None
 
-    async def subscribed(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    async def subscribed(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> Observation:
         obs = await self.expect(
             lambda o: o["type"] in ("subscription_succeeded", "subscription_error"), channel=channel, timeout=timeout
         )
         assert obs["type"] == "subscription_succeeded", f"{self.label}: subscribing failed: {obs}\n{self.report()}"
+        return obs
 
     async def state(self) -> str:
         return str((await self.command("state"))["state"])
@@ -250,8 +291,36 @@ class NodeClient:
         await asyncio.gather(*self._readers, return_exceptions=True)
 
 
+def _identity(user: dict[str, Any] | None, auth_params: dict[str, str] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if user is not None:
+        fields["user"] = user
+    if auth_params:
+        fields["auth_params"] = auth_params
+    return fields
+
+
+def pusher_error_code(obs: Observation) -> int | None:
+    """The code of a ``connection_error`` observation that reports a pusher:error frame (or a
+    close code, which pusher-js reports the same way)."""
+    error = obs.get("error")
+    if isinstance(error, dict) and error.get("type") == "PusherError" and isinstance(error.get("data"), dict):
+        code = error["data"].get("code")
+        return int(code) if code is not None else None
+    return None
+
+
 class AuthEndpoint:
-    """The app back end's channel-auth route (``POST /auth``), signing with the official SDK."""
+    """The app back end's auth routes, signing with the official SDK.
+
+    ``POST /auth`` authorizes channels. For presence channels the member is the form's ``user_id``
+    (``anon-<socket_id>`` without one) and ``user_info`` (JSON; default ``{"id": user_id}``);
+    ``user_id_type=int`` sends a numeric id as Laravel apps do, and ``channel_data=none`` answers
+    without channel_data (for a signed-in user, whose user_data then identifies it).
+
+    ``POST /user-auth`` authenticates users (``pusher.signin()``): ``user_data`` is
+    ``{"id": user_id, "user_info"?: ..., "watchlist"?: [...]}``; refused (403) without a user_id.
+    """
 
     def __init__(self, *, app_id: str, key: str, secret: str, host: str, port: int, master_key_b64: str) -> None:
         common = {"app_id": app_id, "key": key, "host": host, "port": port, "ssl": False}
@@ -265,12 +334,14 @@ class AuthEndpoint:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/auth", self._auth)
+        app.router.add_post("/user-auth", self._user_auth)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}/auth"
+        self.user_auth_url = f"http://{host}:{port}/user-auth"
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -281,15 +352,60 @@ class AuthEndpoint:
         socket_id = form.get("socket_id")
         channel = form.get("channel_name")
         self.requests.append(
-            {"content_type": request.content_type, "socket_id": socket_id, "channel_name": channel, "form": dict(form)}
+            {
+                "path": request.path,
+                "content_type": request.content_type,
+                "socket_id": socket_id,
+                "channel_name": channel,
+                "form": dict(form),
+            }
         )
         if not isinstance(socket_id, str) or not isinstance(channel, str):
             return web.json_response({"error": "socket_id and channel_name are required"}, status=400)
         signer = self.forger if FORGED_MARK in channel else self.sdk
+        custom_data: dict[str, Any] | None = None
+        if channel.startswith("presence-") and form.get("channel_data") != "none":
+            user_id: str | int = str(form.get("user_id") or f"anon-{socket_id}")
+            user_info = _json_field(form, "user_info", {"id": user_id})
+            if form.get("user_id_type") == "int":
+                user_id = int(user_id)
+            custom_data = {"user_id": user_id, "user_info": user_info}
         try:
-            payload = signer.authenticate(channel=channel, socket_id=socket_id)
+            payload = signer.authenticate(channel=channel, socket_id=socket_id, custom_data=custom_data)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=403)
         # The SDK gives the encrypted channels' shared_secret as base64 bytes.
         answer = {k: v.decode() if isinstance(v, bytes) else v for k, v in payload.items()}
         return web.json_response(answer)
+
+    async def _user_auth(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        socket_id = form.get("socket_id")
+        user_id = form.get("user_id")
+        self.requests.append(
+            {
+                "path": request.path,
+                "content_type": request.content_type,
+                "socket_id": socket_id,
+                "channel_name": None,
+                "form": dict(form),
+            }
+        )
+        if not isinstance(socket_id, str) or not isinstance(user_id, str) or not user_id:
+            return web.json_response({"error": "not logged in"}, status=403)
+        user_data: dict[str, Any] = {"id": user_id}
+        if "user_info" in form:
+            user_data["user_info"] = _json_field(form, "user_info", None)
+        if "watchlist" in form:
+            user_data["watchlist"] = _json_field(form, "watchlist", [])
+        signer = self.forger if FORGED_MARK in user_id else self.sdk
+        try:
+            payload = signer.authenticate_user(socket_id, user_data)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=403)
+        return web.json_response(payload)
+
+
+def _json_field(form: Any, name: str, default: Any) -> Any:
+    raw = form.get(name)
+    return json.loads(raw) if isinstance(raw, str) else default

@@ -163,3 +163,43 @@ def test_no_signin_timeout_by_default() -> None:
     assert session.tick(T0 + 3600 * 24) != [
         Close(ErrorCode.UNAUTHORIZED, "Connection not signed in within the app's timeout")
     ]
+
+
+def presence_subscribe(channel: str, channel_data: str | None = None, secret: str = SECRET) -> str:
+    message = f"{SOCKET}:{channel}" if channel_data is None else f"{SOCKET}:{channel}:{channel_data}"
+    auth = f"{KEY}:{hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()}"
+    data: dict[str, Any] = {"channel": channel, "auth": auth}
+    if channel_data is not None:
+        data["channel_data"] = channel_data
+    return json.dumps({"event": "pusher:subscribe", "data": data})
+
+
+def test_signed_in_socket_joins_presence_as_its_user_without_channel_data() -> None:
+    session = make()
+    session.receive(signin_frame({"id": "7", "user_info": {"name": "Ann"}}), T0)
+    actions = session.receive(presence_subscribe("presence-room"), T0)
+    assert len(actions) == 1 and isinstance(actions[0], Join)
+    assert actions[0].member is not None
+    assert (actions[0].member.user_id, actions[0].member.user_info) == ("7", {"name": "Ann"})
+
+
+def test_presence_without_channel_data_before_signin_is_refused() -> None:
+    session = make()
+    refused = json.loads(session.receive(presence_subscribe("presence-room"), T0)[0].frame)
+    assert refused["event"] == "pusher:subscription_error"
+    assert refused["data"]["status"] == 401
+
+
+def test_presence_from_signin_still_needs_a_valid_channel_signature() -> None:
+    session = make()
+    session.receive(signin_frame({"id": "7"}), T0)
+    refused = json.loads(session.receive(presence_subscribe("presence-room", secret="wrong"), T0)[0].frame)
+    assert refused["event"] == "pusher:subscription_error"
+
+
+def test_explicit_channel_data_wins_over_the_signin_identity() -> None:
+    session = make()
+    session.receive(signin_frame({"id": "7"}), T0)
+    actions = session.receive(presence_subscribe("presence-room", '{"user_id":"9"}'), T0)
+    assert isinstance(actions[0], Join) and actions[0].member is not None
+    assert actions[0].member.user_id == "9"

@@ -137,6 +137,7 @@ class Session:
         "signin_deadline",
         "socket_id",
         "user_id",
+        "user_info",
         "watchlist",
     )
 
@@ -150,6 +151,7 @@ class Session:
         self._bucket: TokenBucket | None = None
         self.user_id: str | None = None
         self.watchlist: tuple[str, ...] = ()
+        self.user_info: Any = None
         self.signin_deadline = now + app.signin_timeout if app.signin_timeout else None
 
     def hello(self) -> str:
@@ -216,11 +218,20 @@ class Session:
             if not isinstance(auth, str) or not auth:
                 raise SubscriptionError(channel, "AuthError", "Missing auth signature", 401)
             channel_data = data.get("channel_data") if kind.is_presence else None
-            if kind.is_presence and not isinstance(channel_data, str):
-                raise SubscriptionError(channel, "AuthError", "Presence channels need channel_data", 401)
+            # A signed-in socket may join presence without channel_data: Pusher then takes the
+            # member from the sign-in's user_data (pusher-js does this after pusher.signin()).
+            from_signin = kind.is_presence and channel_data is None and self.user_id is not None
+            if kind.is_presence and not from_signin and not isinstance(channel_data, str):
+                raise SubscriptionError(channel, "AuthError", "Presence channels need channel_data or a sign-in", 401)
             if not verify_channel_auth(app.key, app.secret, auth, self.socket_id, channel, channel_data):
                 raise SubscriptionError(channel, "AuthError", "Invalid signature", 401)
-            if kind.is_presence:
+            if from_signin:
+                assert self.user_id is not None
+                if len(messages.dumps(self.user_info).encode()) > app.max_presence_user_info:
+                    message = f"user_info from the sign-in is larger than {app.max_presence_user_info} bytes"
+                    raise SubscriptionError(channel, "InvalidChannelData", message, 400)
+                member = Member(self.user_id, self.user_info)
+            elif kind.is_presence:
                 try:
                     member = _parse_member(channel_data, app.max_presence_user_info)
                 except ValueError as exc:
@@ -263,6 +274,7 @@ class Session:
         replaces = self.watchlist if self.user_id is not None else None
         self.user_id = user_id
         self.watchlist = watchlist[:MAX_WATCHLIST]
+        self.user_info = payload.get("user_info")
         self.signin_deadline = None
         actions: list[Action] = [SignIn(user_id, user_data, self.watchlist, replaces)]
         if len(watchlist) > MAX_WATCHLIST:

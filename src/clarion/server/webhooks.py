@@ -123,6 +123,14 @@ class _Sender:
             backoff = min(backoff * 2, policy.max_backoff)
 
 
+_OPPOSITE = {
+    "channel_occupied": "channel_vacated",
+    "channel_vacated": "channel_occupied",
+    "member_added": "member_removed",
+    "member_removed": "member_added",
+}
+
+
 class AppWebhooks:
     """One app's webhook targets, with the vacated/removed delay in front of them."""
 
@@ -137,7 +145,10 @@ class AppWebhooks:
         return name in self.wanted
 
     def emit(self, event: webhooks.Event, now: float) -> None:
-        if event["name"] not in self.wanted:
+        name = event["name"]
+        # A held vacated/removed is cancelled by its opposite, so the opposite must reach the
+        # debouncer even when no target wants it; targets filter what they send.
+        if name not in self.wanted and _OPPOSITE.get(name) not in self.wanted:
             return
         for ready in self.debouncer.offer(event, now):
             self._fan(ready)

@@ -1,25 +1,43 @@
 // Drives one real Pusher client (pusher-js, or laravel-echo on top of it) for the Python tests.
 //
 //   node driver.mjs --host 127.0.0.1 --port 6001 --key KEY --auth-endpoint http://127.0.0.1:PORT/auth
+//                   [--user-auth-endpoint http://127.0.0.1:PORT/user-auth]
 //
 // Every option can also come from the environment (CLARION_HOST, CLARION_PORT, CLARION_APP_KEY,
-// CLARION_AUTH_ENDPOINT). Commands arrive as JSON lines on stdin; observations leave as JSON lines
-// on stdout, one write per line. Library logs and driver diagnostics go to stderr.
+// CLARION_AUTH_ENDPOINT, CLARION_USER_AUTH_ENDPOINT). The user-auth endpoint defaults to
+// "user-auth" next to the auth endpoint. Commands arrive as JSON lines on stdin; observations leave
+// as JSON lines on stdout, one write per line. Library logs and driver diagnostics go to stderr.
 //
 // Commands ({"cmd": ..., "id": optional, echoed in the "ack"}):
-//   pusher-js   connect {raw?}           subscribe {channel}     bind {channel, event}
-//               unsubscribe {channel}    trigger {channel, event, data}
-//               disconnect               state
-//   laravel-echo  echo_connect {raw?, namespace?}
-//                 echo_listen {kind: channel|private|encryptedPrivate, channel, event}
+//   pusher-js   connect {raw?, user?, auth_params?}
+//               subscribe {channel}     bind {channel, event}     unsubscribe {channel}
+//               trigger {channel, event, data}      trigger_burst {channel, event, count}
+//               send_event {event, data, channel?}  (a raw frame, past pusher-js' own checks)
+//               presence_state {channel}            disconnect      state
+//   sign-in     signin     user_bind {event}     watchlist_bind {event}     user_state
+//   laravel-echo  echo_connect {raw?, namespace?, user?, auth_params?}
+//                 echo_listen {kind: channel|private|encryptedPrivate|join, channel, event}
+//                 echo_join {channel}                 (with here(), joining() and leaving())
+//                 echo_whisper {kind, channel, event, data}
+//                 echo_listen_whisper {kind, channel, event}
 //                 echo_leave {channel}
 //   both        exit
 //
+// "user" is {id, info?, watchlist?} and "auth_params" any extra fields: both go as form fields to
+// the auth and user-auth endpoints (user_id, user_info and watchlist as JSON), which is how the
+// test app back end knows who this client is.
+//
 // Observations ({"type": ..., "t": ms since start}):
 //   ready, ack {cmd, id, ok, error?}, state {previous, current}, connected {socket_id},
-//   connection_error {error}, subscription_succeeded {channel}, subscription_error {channel, data},
-//   subscription_count {channel, data}, event {channel, event, data, via},
-//   message {event, channel, data} (every frame received, only with raw: true), fatal {error}
+//   connection_error {error}, subscription_succeeded {channel, members? (presence), client?},
+//   subscription_error {channel, data}, subscription_count {channel, data, count},
+//   member_added / member_removed {channel, member, members}, cache_miss {channel, data},
+//   event {channel, event, data, via, metadata? (bind only)},
+//   signin_success {user_data, channel}, signin_done {signed_in, user_data}, signin_error {data},
+//   user_event {event, data, via}, watchlist_event {event, user_ids, via},
+//   echo_here {channel, users}, echo_joining / echo_leaving {channel, user},
+//   whisper {channel, event, data, metadata},
+//   message {event, channel, data, user_id} (every frame received, only with raw: true), fatal {error}
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import readline from 'node:readline';
@@ -41,10 +59,13 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: process.env.CLARION_PORT ?? '6001' },
     key: { type: 'string', default: process.env.CLARION_APP_KEY ?? '' },
     'auth-endpoint': { type: 'string', default: process.env.CLARION_AUTH_ENDPOINT ?? '' },
+    'user-auth-endpoint': { type: 'string', default: process.env.CLARION_USER_AUTH_ENDPOINT ?? '' },
     cluster: { type: 'string', default: 'clarion' },
   },
 });
 const port = Number(args.port);
+const userAuthEndpoint =
+  args['user-auth-endpoint'] || (args['auth-endpoint'] ? new URL('user-auth', args['auth-endpoint']).href : '');
 const started = Date.now();
 
 function emit(obj) {
@@ -80,33 +101,101 @@ function pusherOptions() {
   };
 }
 
+// Form fields for the auth and user-auth endpoints: who this client is, as the app back end
+// would know from its session.
+function authParams(cmd) {
+  const params = { ...(cmd.auth_params ?? {}) };
+  if (cmd.user) {
+    params.user_id = String(cmd.user.id);
+    if (cmd.user.info !== undefined) params.user_info = JSON.stringify(cmd.user.info);
+    if (cmd.user.watchlist !== undefined) params.watchlist = JSON.stringify(cmd.user.watchlist);
+  }
+  return params;
+}
+
 let pusher = null; // the pusher-js instance (the one Echo drives, for echo_connect)
 let echo = null;
 const bound = new Set(); // channels whose events are already reported
+const signinPromises = new Set(); // signinDonePromise instances already reported
+
+function describeMembers(members) {
+  const list = [];
+  members.each((member) => list.push(member));
+  list.sort((a, b) => String(a.id).localeCompare(String(b.id)));
+  return { count: members.count, my_id: members.myID, me: members.me, list };
+}
 
 function watchConnection(raw) {
   const conn = pusher.connection;
   conn.bind('state_change', ({ previous, current }) => emit({ type: 'state', previous, current }));
   conn.bind('connected', () => emit({ type: 'connected', socket_id: conn.socket_id }));
   conn.bind('error', (err) => emit({ type: 'connection_error', error: describe(err?.error ?? err) }));
+  // pusher-js' UserFacade handled pusher:signin_success before this (it bound first): by now it
+  // has parsed user_data and asked for the #server-to-user- channel.
+  conn.bind('message', (m) => {
+    if (m.event === 'pusher:signin_success') reportSignin();
+  });
   if (raw) {
-    conn.bind('message', (m) => emit({ type: 'message', event: m.event, channel: m.channel ?? null, data: m.data }));
+    conn.bind('message', (m) =>
+      emit({ type: 'message', event: m.event, channel: m.channel ?? null, data: m.data, user_id: m.user_id ?? null }),
+    );
   }
+  // Everything the user and watchlist facades emit, as an app binding them globally would see it.
+  pusher.user.bind_global((event, data) => {
+    if (event === 'pusher:signin_error') emit({ type: 'signin_error', data: describe(data) });
+    else emit({ type: 'user_event', event, data, via: 'global' });
+  });
+  pusher.user.watchlist.bind_global((event, data) =>
+    emit({ type: 'watchlist_event', event, user_ids: data?.user_ids ?? null, via: 'global' }),
+  );
+}
+
+function reportSignin() {
+  const user = pusher.user;
+  const channel = user.serverToUserChannel;
+  emit({ type: 'signin_success', user_data: user.user_data, channel: channel?.name ?? null });
+  if (channel) {
+    channel.bind('pusher:subscription_succeeded', () =>
+      emit({ type: 'subscription_succeeded', channel: channel.name, client: 'user' }),
+    );
+    channel.bind('pusher:subscription_error', (data) =>
+      emit({ type: 'subscription_error', channel: channel.name, data: describe(data), client: 'user' }),
+    );
+  }
+}
+
+function watchSigninDone() {
+  const user = pusher.user;
+  const promise = user.signinDonePromise;
+  if (!promise || signinPromises.has(promise)) return;
+  signinPromises.add(promise);
+  // Resolved when the sign-in is over, signed in or not; never when the server only answers
+  // with pusher:error.
+  promise.then(() => emit({ type: 'signin_done', signed_in: user.user_data != null, user_data: user.user_data }));
 }
 
 // Report everything a pusher-js Channel emits: its lifecycle events and every channel event.
 function watchChannel(channel) {
   if (bound.has(channel.name)) return;
   bound.add(channel.name);
+  // Global callbacks get (event, data) only: pusher-js gives the metadata ({user_id} on presence
+  // client events) to bind() callbacks alone.
   channel.bind_global((event, data) => {
+    const name = channel.name;
     if (event === 'pusher:subscription_succeeded') {
-      emit({ type: 'subscription_succeeded', channel: channel.name });
+      const presence = channel.members ? { members: describeMembers(channel.members) } : {};
+      emit({ type: 'subscription_succeeded', channel: name, ...presence });
     } else if (event === 'pusher:subscription_error') {
-      emit({ type: 'subscription_error', channel: channel.name, data: describe(data) });
+      emit({ type: 'subscription_error', channel: name, data: describe(data) });
     } else if (event === 'pusher:subscription_count') {
-      emit({ type: 'subscription_count', channel: channel.name, data });
+      emit({ type: 'subscription_count', channel: name, data, count: channel.subscriptionCount ?? null });
+    } else if (event === 'pusher:member_added' || event === 'pusher:member_removed') {
+      const type = event.slice('pusher:'.length);
+      emit({ type, channel: name, member: data, members: describeMembers(channel.members) });
+    } else if (event === 'pusher:cache_miss') {
+      emit({ type: 'cache_miss', channel: name, data: data ?? null });
     } else {
-      emit({ type: 'event', channel: channel.name, event, data, via: 'global' });
+      emit({ type: 'event', channel: name, event, data, via: 'global' });
     }
   });
 }
@@ -120,7 +209,9 @@ const echoChannels = new Map(); // full channel name -> Echo channel with callba
 
 function echoChannel(kind, name) {
   if (!echo) throw new Error('laravel-echo not connected: send echo_connect first');
-  if (!['channel', 'private', 'encryptedPrivate'].includes(kind)) throw new Error(`unknown Echo channel kind ${kind}`);
+  if (!['channel', 'private', 'encryptedPrivate', 'join'].includes(kind)) {
+    throw new Error(`unknown Echo channel kind ${kind}`);
+  }
   const ch = echo[kind](name);
   if (!echoChannels.has(ch.name)) {
     echoChannels.set(ch.name, ch);
@@ -133,9 +224,11 @@ function echoChannel(kind, name) {
 const commands = {
   connect(cmd) {
     if (pusher) throw new Error('already connected');
+    const params = authParams(cmd);
     pusher = new Pusher(args.key, {
       ...pusherOptions(),
-      channelAuthorization: { endpoint: args['auth-endpoint'], transport: 'ajax' },
+      channelAuthorization: { endpoint: args['auth-endpoint'], transport: 'ajax', params },
+      userAuthentication: { endpoint: userAuthEndpoint, transport: 'ajax', params },
     });
     watchConnection(cmd.raw);
   },
@@ -145,7 +238,9 @@ const commands = {
   bind(cmd) {
     const channel = requirePusher().channel(cmd.channel);
     if (!channel) throw new Error(`not subscribed to ${cmd.channel}`);
-    channel.bind(cmd.event, (data) => emit({ type: 'event', channel: cmd.channel, event: cmd.event, data, via: 'bind' }));
+    channel.bind(cmd.event, (data, metadata) =>
+      emit({ type: 'event', channel: cmd.channel, event: cmd.event, data, metadata: metadata ?? null, via: 'bind' }),
+    );
   },
   unsubscribe(cmd) {
     requirePusher().unsubscribe(cmd.channel);
@@ -155,6 +250,43 @@ const commands = {
     const channel = requirePusher().channel(cmd.channel);
     if (!channel) throw new Error(`not subscribed to ${cmd.channel}`);
     return { sent: channel.trigger(cmd.event, cmd.data) };
+  },
+  trigger_burst(cmd) {
+    // Back to back in one turn of the event loop: data {n: 0..count-1}.
+    const channel = requirePusher().channel(cmd.channel);
+    if (!channel) throw new Error(`not subscribed to ${cmd.channel}`);
+    const sent = [];
+    for (let n = 0; n < cmd.count; n++) sent.push(channel.trigger(cmd.event, { n }));
+    return { sent };
+  },
+  send_event(cmd) {
+    return { sent: requirePusher().send_event(cmd.event, cmd.data, cmd.channel) };
+  },
+  presence_state(cmd) {
+    const channel = requirePusher().channel(cmd.channel);
+    if (!channel || !channel.members) throw new Error(`no presence channel ${cmd.channel}`);
+    return { subscribed: channel.subscribed, members: describeMembers(channel.members) };
+  },
+  signin() {
+    requirePusher().signin();
+    watchSigninDone();
+  },
+  user_bind(cmd) {
+    requirePusher().user.bind(cmd.event, (data) => emit({ type: 'user_event', event: cmd.event, data, via: 'bind' }));
+  },
+  watchlist_bind(cmd) {
+    requirePusher().user.watchlist.bind(cmd.event, (data) =>
+      emit({ type: 'watchlist_event', event: cmd.event, user_ids: data?.user_ids ?? null, via: 'bind' }),
+    );
+  },
+  user_state() {
+    const user = requirePusher().user;
+    const channel = user.serverToUserChannel;
+    return {
+      signin_requested: user.signin_requested,
+      user_data: user.user_data,
+      server_to_user: channel ? { name: channel.name, subscribed: channel.subscribed } : null,
+    };
   },
   disconnect() {
     requirePusher().disconnect();
@@ -170,6 +302,8 @@ const commands = {
       broadcaster: 'pusher',
       key: args.key,
       authEndpoint: args['auth-endpoint'],
+      auth: { headers: {}, params: authParams(cmd) },
+      userAuthentication: { endpoint: userAuthEndpoint, headers: {}, params: authParams(cmd) },
       Pusher,
       withoutInterceptors: true,
       ...(cmd.namespace !== undefined ? { namespace: cmd.namespace } : {}),
@@ -181,6 +315,23 @@ const commands = {
     const ch = echoChannel(cmd.kind ?? 'channel', cmd.channel);
     ch.listen(cmd.event, (data) =>
       emit({ type: 'event', channel: ch.name, event: cmd.event, data, via: 'echo', client: 'echo' }),
+    );
+    return { channel: ch.name };
+  },
+  echo_join(cmd) {
+    const ch = echoChannel('join', cmd.channel);
+    ch.here((users) => emit({ type: 'echo_here', channel: ch.name, users, client: 'echo' }))
+      .joining((user) => emit({ type: 'echo_joining', channel: ch.name, user, client: 'echo' }))
+      .leaving((user) => emit({ type: 'echo_leaving', channel: ch.name, user, client: 'echo' }));
+    return { channel: ch.name };
+  },
+  echo_whisper(cmd) {
+    echoChannel(cmd.kind ?? 'private', cmd.channel).whisper(cmd.event, cmd.data);
+  },
+  echo_listen_whisper(cmd) {
+    const ch = echoChannel(cmd.kind ?? 'private', cmd.channel);
+    ch.listenForWhisper(cmd.event, (data, metadata) =>
+      emit({ type: 'whisper', channel: ch.name, event: cmd.event, data, metadata: metadata ?? null, client: 'echo' }),
     );
     return { channel: ch.name };
   },
@@ -226,4 +377,12 @@ process.on('unhandledRejection', (err) => {
   emit({ type: 'fatal', error: describe(err), stack: err?.stack ?? null });
 });
 
-emit({ type: 'ready', pusher_js: PUSHER_JS_VERSION, laravel_echo: ECHO_VERSION, host: args.host, port, key: args.key });
+emit({
+  type: 'ready',
+  pusher_js: PUSHER_JS_VERSION,
+  laravel_echo: ECHO_VERSION,
+  host: args.host,
+  port,
+  key: args.key,
+  user_auth_endpoint: userAuthEndpoint,
+});
