@@ -76,6 +76,9 @@ class Node:
         hub = self.hubs.get(envelope.app_id)
         if hub is None:
             return
+        if hub.cache_miss_reported:
+            # Something was published on the channel: a later miss is news again.
+            hub.cache_miss_reported.discard(envelope.channel)
         sent = hub.deliver(envelope.channel, text_frame(envelope.frame), envelope.exclude)
         if sent:
             metrics.DELIVERIES.inc(sent)
