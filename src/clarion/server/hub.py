@@ -78,6 +78,11 @@ class AppHub:
         channel.sockets[conn.socket_id] = conn
         return Joined(occupied=created, member_added=member_added)
 
+    def has_member(self, name: str, user_id: str) -> bool:
+        """Whether ``user_id`` already has a socket on presence channel ``name`` on this node."""
+        channel = self.channels.get(name)
+        return channel is not None and channel.members is not None and user_id in channel.members
+
     def leave(self, conn: Connection, name: str, member: Member | None) -> Left | None:
         """None when the socket was not on the channel."""
         channel = self.channels.get(name)

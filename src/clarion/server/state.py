@@ -137,44 +137,75 @@ class Node:
                 conn.close(action.code, action.reason)
 
     async def _join(self, hub: AppHub, conn: Connection, action: Join) -> None:
+        """Every shared-state round trip happens first; then, with no await in between, the socket
+        is registered and answered, so nothing on the channel reaches it before
+        ``subscription_succeeded`` (and the cached event, on cache channels)."""
         name, member, app = action.channel, action.member, hub.app
-        if conn.socket_id in (hub.channels[name].sockets if name in hub.channels else ()):
-            # Already on it (a repeated subscribe): answer again, register nothing.
-            await self._answer_subscribe(hub, conn, name, member)
+        channel = hub.channels.get(name)
+        if channel is not None and conn.socket_id in channel.sockets:
+            # A repeated subscribe: answer again, register nothing.
+            presence = await self._presence_payload(hub, name, member)
+            cached = await self.backend.cached(app.id, name) if kind_of(name).cache else None
+            self._answer(hub, conn, name, presence, cached)
             return
-        joined = hub.join(conn, name, member)
-        if member is not None and joined.member_added:
+        result = None
+        if member is not None and not hub.has_member(name, member.user_id):
             result = await self.backend.join(app.id, name, member.user_id, member.user_info, app.max_presence_members)
             if result == FULL:
-                hub.leave(conn, name, member)
                 conn.session.channels.pop(name, None)
                 message = f"Presence channel is full ({app.max_presence_members} members)"
                 frame = messages.subscription_error(name, "LimitReached", message, 403)
                 self._log_refused(conn, frame)
                 conn.send(frame)
                 return
-            if conn.closing:
-                return
-            if result == FIRST:
-                payload = {"user_id": member.user_id, "user_info": member.user_info}
-                added = messages.encode("pusher_internal:member_added", payload, name)
-                await self.backend.publish(Envelope(app.id, name, added, conn.socket_id))
-                self._webhook(hub, hooks.member_added(name, member.user_id))
         total = await self.backend.add_subscriptions(app.id, name, 1)
+        presence = await self._presence_payload(hub, name, member)
+        cached = await self.backend.cached(app.id, name) if kind_of(name).cache else None
+        if conn.socket_id not in hub.connections or name not in conn.session.channels:
+            # Gone, or unsubscribed, while we waited: take back what was added for it.
+            await self.backend.add_subscriptions(app.id, name, -1)
+            if member is not None and result is not None and not hub.has_member(name, member.user_id):
+                await self.backend.leave(app.id, name, member.user_id)
+            return
+        hub.join(conn, name, member)
+        self._answer(hub, conn, name, presence, cached)
         if total == 1:
             self._webhook(hub, hooks.channel_occupied(name))
-        await self._answer_subscribe(hub, conn, name, member)
+        if member is not None and result == FIRST:
+            payload = {"user_id": member.user_id, "user_info": member.user_info}
+            added = messages.encode("pusher_internal:member_added", payload, name)
+            await self.backend.publish(Envelope(app.id, name, added, conn.socket_id))
+            self._webhook(hub, hooks.member_added(name, member.user_id))
         self._count_changed(hub, name)
 
-    async def _answer_subscribe(self, hub: AppHub, conn: Connection, name: str, member: Member | None) -> None:
-        presence = None
-        if member is not None:
-            members = await self.backend.members(hub.app.id, name)
-            members.setdefault(member.user_id, member.user_info)  # ours, even if a write is in flight
-            presence = {"ids": list(members), "hash": members, "count": len(members)}
+    async def _presence_payload(self, hub: AppHub, name: str, member: Member | None) -> dict[str, Any] | None:
+        if member is None:
+            return None
+        members = await self.backend.members(hub.app.id, name)
+        members.setdefault(member.user_id, member.user_info)  # ours, even if a write is in flight
+        return {"ids": list(members), "hash": members, "count": len(members)}
+
+    def _answer(
+        self,
+        hub: AppHub,
+        conn: Connection,
+        name: str,
+        presence: dict[str, Any] | None,
+        cached: tuple[str, str, float] | None,
+    ) -> None:
         conn.send(messages.subscription_succeeded(name, presence))
-        if kind_of(name).cache:
-            await self._replay_cache(hub, conn, name)
+        if not kind_of(name).cache:
+            return
+        if cached is not None:
+            conn.send(cached[1])
+            return
+        conn.send(messages.encode("pusher:cache_miss", {}, name))
+        # Pusher de-duplicates cache_miss webhooks: one per channel (per node) until it is cached.
+        if name not in hub.cache_miss_reported:
+            if len(hub.cache_miss_reported) > 10_000:
+                hub.cache_miss_reported.clear()  # bounded; a repeat webhook beats unbounded memory
+            hub.cache_miss_reported.add(name)
+            self._webhook(hub, hooks.cache_miss(name))
 
     async def _leave(self, hub: AppHub, conn: Connection, action: Leave) -> None:
         name, member, app = action.channel, action.member, hub.app
@@ -249,21 +280,6 @@ class Node:
             conn.close(int(ErrorCode.UNAUTHORIZED), "Connection terminated by the app")
         if sockets:
             log.info("user terminated", extra=fields(app_id=hub.app.id, user_id=user_id, sockets=len(sockets)))
-
-    # --- cache channels ---------------------------------------------------------------------
-
-    async def _replay_cache(self, hub: AppHub, conn: Connection, name: str) -> None:
-        cached = await self.backend.cached(hub.app.id, name)
-        if cached is not None:
-            conn.send(cached[1])
-            return
-        conn.send(messages.encode("pusher:cache_miss", {}, name))
-        # Pusher de-duplicates cache_miss webhooks: one per channel (per node) until it is cached.
-        if name not in hub.cache_miss_reported:
-            if len(hub.cache_miss_reported) > 10_000:
-                hub.cache_miss_reported.clear()  # bounded; a repeat webhook beats unbounded memory
-            hub.cache_miss_reported.add(name)
-            self._webhook(hub, hooks.cache_miss(name))
 
     # --- subscription counts ----------------------------------------------------------------
 
