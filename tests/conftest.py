@@ -8,8 +8,8 @@ import re
 import subprocess
 import sys
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -73,9 +73,17 @@ return n
 
 _COUNT = """
 -- KEYS: counts (channel -> total), node counts (app\\x1fchannel -> mine); ARGV: channel, entry, delta
-local mine = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-if mine <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-local total = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+-- This node's share never goes below zero, and only what it held comes off the total.
+local before = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local delta = tonumber(ARGV[3])
+if before + delta < 0 then delta = -before end
+if before + delta > 0 then
+  redis.call('HSET', KEYS[2], ARGV[2], before + delta)
+else
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if delta ~= 0 then total = redis.call('HINCRBY', KEYS[1], ARGV[1], delta) end
 if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
 return total
 """
@@ -84,7 +92,7 @@ _RESTORE = """
 -- Make Redis hold exactly this node's share. KEYS: node presence set, node users set, node counts;
 -- ARGV: prefix, JSON {members: [[app, channel, user, info]], users: [[app, user]], counts: [[app, channel, n]]}.
 local prefix, held = ARGV[1], cjson.decode(ARGV[2])
-local SEP = '\31'
+local SEP = '\\31'  -- Lua's decimal escape: the unit separator, as SEP in Python
 local function k(app, what, name)
   if name then return prefix .. ':' .. app .. ':' .. what .. ':' .. name end
   return prefix .. ':' .. app .. ':' .. what
@@ -189,6 +197,7 @@ class RedisBackend:
         self._restore_script = self.state.register_script(_RESTORE)
         self._beat = self.redis.register_script(_BEAT)
         self._connected = asyncio.Event()
+        self._subscribed = False  # the bus reader is subscribed and has written this node's share back
         # This node's share, kept locally so it can be written back after an outage.
         self._held_members: dict[tuple[str, str, str], Any] = {}
         self._held_users: set[tuple[str, str]] = set()
@@ -241,7 +250,11 @@ class RedisBackend:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._bus)
+                # Idle pooled connections opened before a drop are dead (they are not retried):
+                # let the next commands open fresh ones rather than fail once each.
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._restore()
+                self._subscribed = True
                 self._set_healthy(True)
                 self._connected.set()
                 backoff = 0.2
@@ -254,6 +267,7 @@ class RedisBackend:
             except (RedisError, OSError) as exc:
                 self._set_healthy(False, str(exc))
             finally:
+                self._subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
@@ -473,9 +487,16 @@ class RedisBackend:
         try:
             missing, *dead = await self._beat(keys=[self._k("nodes")], args=[self.node_id, int(self.node_ttl * 1000)])
             if missing and self._beaten:
-                # Others took this node for dead (a long pause) or Redis lost its data: write back.
+                # Others took this node for dead (a long pause) or Redis lost its data: write back,
+                # and drop the reaper's claim so that the node can be reaped again if it dies.
                 log.warning("node was missing from the cluster; restoring its share", extra=fields(node=self.node_id))
+                await self.redis.delete(self._k("reaping", self.node_id))
                 await self._restore()
+            if self._subscribed and not self._healthy:
+                # A command failed while the bus stayed up: what changed meanwhile is only in the
+                # local mirror. Write it back and serve again (only the reader set healthy before).
+                await self._restore()
+                self._set_healthy(True)
             self._beaten = True
             for raw in dead:
                 node_id = _text(raw)
