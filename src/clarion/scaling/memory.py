@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..observability import metrics
 from .contracts import FULL, HELD, Control, Envelope, OnControl, OnEvent, Reaped
 
 DEFAULT_NODE_TTL = 15.0
@@ -71,6 +72,7 @@ class MemoryBackend:
         self.cluster.listeners[self.node_id] = (on_event, on_control)
         self.cluster.heartbeats[self.node_id] = self.cluster.clock()
         self._started = True
+        metrics.SCALING_UP.set(1)  # nothing to lose contact with
 
     async def close(self) -> None:
         self.cluster.listeners.pop(self.node_id, None)
