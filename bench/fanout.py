@@ -130,8 +130,12 @@ def run(workers: int, subscribers: int, rate: float, duration: float, processes:
         [sys.executable, "-m", "clarion", "serve"], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     assert server.stdout is not None
-    line = server.stdout.readline()
-    port = int(line.rsplit(":", 1)[1].split()[0])
+    for line in server.stdout:
+        if "listening on" in line:
+            port = int(line.split("listening on ", 1)[1].rsplit(":", 1)[1].split()[0])
+            break
+    else:
+        raise RuntimeError("clarion serve did not start")
     try:
         url = f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7"
         ready: mp.Queue = mp.Queue()

@@ -114,3 +114,23 @@ def test_several_workers_with_the_memory_bus_are_refused_with_what_to_set() -> N
     )
     assert result.returncode == 2
     assert "CLARION_SCALING=redis" in result.stderr
+
+
+async def test_workers_exit_when_the_supervisor_is_killed(server_factory) -> None:
+    running = server_factory(env=WORKERS)
+    workers = children(running.proc.pid)
+    assert len(workers) == 2
+    running.proc.kill()
+    running.proc.wait(10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers)
+
+    await wait_for(gone, timeout=15)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"

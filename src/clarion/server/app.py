@@ -146,6 +146,15 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """A worker whose supervisor is gone (even by SIGKILL) shuts down rather than linger."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells us; a 1 s poll is cheap
+        await asyncio.sleep(1.0)
+    log.warning("supervisor gone; worker shutting down", extra=logs.fields(parent=parent))
+    stop.set()
+
+
 def dev_banner(settings: Settings, port: int) -> str:
     app = settings.apps[0]
     tls = bool(settings.tls_cert)
@@ -190,8 +199,11 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop)) if reuse_port else None
     try:
         await stop.wait()
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         log.info("shutting down")
         await runner.cleanup()
