@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pusher
 import pytest
@@ -139,3 +140,21 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
 
     with stack:
         yield start
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Any]:
+    """Open raw Pusher sockets to a server (``await connect(server, key=None)``); all are closed
+    after the test."""
+    from pusherclient import PusherSocket
+
+    opened: list[PusherSocket] = []
+
+    async def open_socket(server: RunningServer, key: str | None = None) -> PusherSocket:
+        sock = await PusherSocket.open(server.ws_url(key))
+        opened.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in opened:
+        await sock.close()

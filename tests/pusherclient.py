@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -169,3 +171,18 @@ async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02)
             return
         await asyncio.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+Connect = Callable[..., Awaitable[PusherSocket]]
+_unique = itertools.count()
+
+
+def fresh(prefix: str) -> str:
+    """A name no other test uses (servers are shared by a module): channels and user ids."""
+    return f"{prefix}{next(_unique)}"
+
+
+def payload(frame: dict[str, Any]) -> Any:
+    """A frame's ``data``, decoded once more when it is the usual JSON string."""
+    data = frame["data"]
+    return json.loads(data) if isinstance(data, str) else data

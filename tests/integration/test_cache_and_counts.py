@@ -9,44 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from pusherclient import PusherSocket, api_call, wait_for
-
-_unique = itertools.count()
-
-Connect = Callable[..., Awaitable[PusherSocket]]
+from pusherclient import PusherSocket, api_call, fresh, payload, wait_for
 
 CACHE_PREFIXES = ["cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-"]
-
-
-def fresh(prefix: str) -> str:
-    """A channel name no other test uses (the module shares one server)."""
-    return f"{prefix}{next(_unique)}"
-
-
-def payload(frame: dict[str, Any]) -> Any:
-    data = frame["data"]
-    return json.loads(data) if isinstance(data, str) else data
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Open sockets; every one is closed after the test."""
-    opened: list[PusherSocket] = []
-
-    async def open_socket(server: Any) -> PusherSocket:
-        sock = await PusherSocket.open(server.ws_url())
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    await asyncio.gather(*(sock.close() for sock in opened))
 
 
 async def subscribe(sock: PusherSocket, server: Any, channel: str, user_id: str = "") -> None:

@@ -8,43 +8,11 @@ socket's frames in order, so anything sent before the marker would arrive first)
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from pusherclient import PusherSocket, api_call
-
-_unique = itertools.count()
-
-Connect = Callable[..., Awaitable[PusherSocket]]
-
-
-def fresh(prefix: str) -> str:
-    """A channel name no other test uses (the module shares one server)."""
-    return f"{prefix}{next(_unique)}"
-
-
-def payload(frame: dict[str, Any]) -> Any:
-    data = frame["data"]
-    return json.loads(data) if isinstance(data, str) else data
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Open sockets to a server; every one is closed after the test."""
-    opened: list[PusherSocket] = []
-
-    async def open_socket(server: Any, key: str | None = None) -> PusherSocket:
-        sock = await PusherSocket.open(server.ws_url(key))
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        await sock.close()
+from pusherclient import PusherSocket, api_call, fresh, payload
 
 
 async def join(

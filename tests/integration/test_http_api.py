@@ -7,7 +7,6 @@ signed query and break exactly one thing in it.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -17,14 +16,7 @@ import aiohttp
 import pytest
 
 from clarion.protocol.signatures import sign_api_request
-from pusherclient import PusherSocket, api_call, signed_query, wait_for
-
-_unique = itertools.count()
-
-
-def fresh(prefix: str) -> str:
-    """A channel name no other test in this module uses (the module shares one server)."""
-    return f"{prefix}{next(_unique)}"
+from pusherclient import PusherSocket, api_call, fresh, signed_query, wait_for
 
 
 async def post_event(server: Any, body: Any, **extra: str) -> tuple[int, Any]:

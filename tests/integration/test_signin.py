@@ -8,44 +8,14 @@ channel the socket is on, and must be its next frame.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from clarion.protocol.signatures import user_auth
-from pusherclient import PusherSocket, api_call, wait_for
-
-_unique = itertools.count()
-
-Connect = Callable[..., Awaitable[PusherSocket]]
-
-
-def fresh(prefix: str) -> str:
-    """A name no other test uses (the module shares one server): channels and user ids."""
-    return f"{prefix}{next(_unique)}"
-
-
-def payload(frame: dict[str, Any]) -> Any:
-    data = frame["data"]
-    return json.loads(data) if isinstance(data, str) else data
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Open sockets; every one is closed after the test."""
-    opened: list[PusherSocket] = []
-
-    async def open_socket(server: Any) -> PusherSocket:
-        sock = await PusherSocket.open(server.ws_url())
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        await sock.close()
+from pusherclient import PusherSocket, api_call, fresh, payload, wait_for
 
 
 async def send_signin(sock: PusherSocket, server: Any, user_data: str, *, secret: str | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,9 @@ import pytest
 from aiohttp import web
 
 from conftest import ROOT
-from pusherclient import PusherSocket, api_call, wait_for
+from pusherclient import Connect, PusherSocket, api_call, fresh, wait_for
 
 DELAY = 0.5  # CLARION_WEBHOOK_DELAY for these tests
-_unique = itertools.count()
-
-Connect = Callable[..., Awaitable[PusherSocket]]
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}{next(_unique)}"
 
 
 # --- the receiver ------------------------------------------------------------------------------
@@ -147,20 +139,6 @@ async def start(receiver: Receiver, server_factory: Any) -> AsyncIterator[Callab
     for running in started:
         with contextlib.suppress(subprocess.TimeoutExpired):  # the factory kills it then
             await asyncio.to_thread(running.proc.wait, 10)
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    opened: list[PusherSocket] = []
-
-    async def open_socket(server: Any, key: str | None = None) -> PusherSocket:
-        sock = await PusherSocket.open(server.ws_url(key))
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        await sock.close()
 
 
 def hooked(server_factory: Any, receiver: Receiver, **env: str) -> Any:
