@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from clarion.scaling.contracts import Backend, Control, Envelope, Reaped
+from clarion.scaling.contracts import Backend, Control, Envelope, Reaped, Restored
 from clarion.scaling.memory import MemoryCluster
 from clarion.scaling.redis import RedisBackend
 from pusherclient import wait_for
@@ -29,6 +29,7 @@ REDIS_NODE_TTL = 1.0
 class Received:
     events: list[Envelope] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
+    restored: list[Restored] = field(default_factory=list)
 
 
 class FakeClock:
@@ -74,7 +75,7 @@ class Cluster:
         node_id = name or f"n{len(self.nodes)}-{uuid.uuid4().hex[:6]}"
         backend = self._build(node_id)
         got = self.received[node_id] = Received()
-        await backend.start(got.events.append, got.controls.append)
+        await backend.start(got.events.append, got.controls.append, got.restored.append)
         await backend.heartbeat()
         self.nodes.append(backend)
         return backend

@@ -153,6 +153,11 @@ async def test_a_node_taken_for_dead_while_paused_restores_its_share_on_its_next
     assert not await a.heartbeat()  # a wakes up: it reaps nobody, and finds itself missing
     assert await snapshot(redis_cluster) == before
     assert await view(b) == whole_cluster_view()
+    # What the reaper announced as gone is announced back: ann is a member again, and online.
+    (restored,) = redis_cluster.received[a.node_id].restored
+    assert restored.members_added == [(APP, ROOM, "ann", {"name": "Ann"})]
+    assert restored.users_online == [(APP, "ann")]
+    assert restored.members_removed == [] and restored.users_offline == []
 
 
 async def test_a_node_that_came_back_after_being_taken_for_dead_is_reaped_again_when_it_dies(
@@ -313,4 +318,35 @@ async def test_a_command_that_fails_while_the_bus_stays_up_is_written_back_and_h
             await wait_for(lambda: envelope in twin.received[b.node_id].events)
         finally:
             await admin.aclose()
+            await twin.close()
+
+
+async def test_after_an_outage_only_the_changes_made_meanwhile_are_announced() -> None:
+    """Members and users that came and went on a node while it was cut off are handed to
+    on_restored, so the node can tell the cluster; what the cluster already knew is not repeated,
+    even when Redis restarted empty and everything had to be written back."""
+    with private_redis() as server:
+        twin = RedisTwin(server.url)
+        try:
+            a, b = await twin.node(), await twin.node()
+            await give_shares(a, b)
+            server.kill()
+            await wait_for(lambda: not a.healthy and not b.healthy, timeout=15)
+            await a.join(APP, ROOM, "carl", {"name": "Carl"}, 100)
+            await a.leave(APP, ROOM, "ann")
+            await a.user_offline(APP, "ann")
+            await a.user_online(APP, "carl")
+
+            server.start()  # empty: every share is written back, but only a's news is announced
+            await wait_for(lambda: a.healthy and b.healthy, timeout=20)
+            await wait_for(lambda: twin.received[a.node_id].restored)
+            (restored,) = twin.received[a.node_id].restored
+            assert restored.members_added == [(APP, ROOM, "carl", {"name": "Carl"})]
+            assert restored.users_online == [(APP, "carl")]
+            # Redis came back empty, so ann (who left while cut off) is not written back; her
+            # departure is still news, since no node holds her now.
+            assert restored.members_removed == [(APP, ROOM, "ann")]
+            assert restored.users_offline == [(APP, "ann")]
+            assert twin.received[b.node_id].restored == []
+        finally:
             await twin.close()

@@ -50,9 +50,23 @@ class Reaped:
         return bool(self.members_removed or self.users_offline or self.channels_vacated)
 
 
+@dataclass(slots=True)
+class Restored:
+    """What a node's write-back after an outage changed for the whole cluster: members and users
+    that joined or left on that node while it was cut off, which the other nodes never heard of."""
+
+    members_added: list[tuple[str, str, str, Any]] = field(default_factory=list)  # app, channel, user, info
+    members_removed: list[tuple[str, str, str]] = field(default_factory=list)
+    users_online: list[tuple[str, str]] = field(default_factory=list)
+    users_offline: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.members_added or self.members_removed or self.users_online or self.users_offline)
+
+
 OnEvent = Callable[[Envelope], None]
 OnControl = Callable[[Control], None]
-OnRestored = Callable[[], None]
+OnRestored = Callable[[Restored], None]
 
 # Presence.join results
 FULL = -1
@@ -70,7 +84,10 @@ class Backend(Protocol):
         """False while the shared store is unreachable (``/ready`` answers 503)."""
         ...
 
-    async def start(self, on_event: OnEvent, on_control: OnControl) -> None: ...
+    async def start(self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None) -> None:
+        """``on_restored`` hears what a write-back after an outage changed (the memory twin never
+        loses contact, so it never calls it)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..observability import metrics
-from .contracts import FULL, HELD, Control, Envelope, OnControl, OnEvent, Reaped
+from .contracts import FULL, HELD, Control, Envelope, OnControl, OnEvent, OnRestored, Reaped
 
 DEFAULT_NODE_TTL = 15.0
 
@@ -68,7 +68,7 @@ class MemoryBackend:
     def healthy(self) -> bool:
         return self._started
 
-    async def start(self, on_event: OnEvent, on_control: OnControl) -> None:
+    async def start(self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None) -> None:
         self.cluster.listeners[self.node_id] = (on_event, on_control)
         self.cluster.heartbeats[self.node_id] = self.cluster.clock()
         self._started = True

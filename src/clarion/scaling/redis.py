@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from ..observability import metrics
 from ..observability.logs import fields
-from .contracts import FULL, Control, Envelope, OnControl, OnEvent, Reaped
+from .contracts import FULL, Control, Envelope, OnControl, OnEvent, OnRestored, Reaped, Restored
 
 log = logging.getLogger("clarion.scaling")
 
@@ -102,6 +102,9 @@ local function split(entry)
   for part in string.gmatch(entry, '([^' .. SEP .. ']+)') do table.insert(parts, part) end
   return parts
 end
+-- What the write-back changed for everyone: {added, removed, online, offline}, as the
+-- announcements the other nodes missed while this one was cut off.
+local diff = {added = {}, removed = {}, online = {}, offline = {}}
 -- presence
 local want = {}
 for _, m in ipairs(held.members) do want[m[1] .. SEP .. m[2] .. SEP .. m[3]] = m end
@@ -112,12 +115,15 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if redis.call('HINCRBY', k(p[1], 'members', p[2]), p[3], -1) <= 0 then
       redis.call('HDEL', k(p[1], 'members', p[2]), p[3])
       redis.call('HDEL', k(p[1], 'infos', p[2]), p[3])
+      table.insert(diff.removed, p)
     end
   end
 end
 for entry, m in pairs(want) do
   redis.call('HSET', k(m[1], 'infos', m[2]), m[3], m[4])
-  if redis.call('SADD', KEYS[1], entry) == 1 then redis.call('HINCRBY', k(m[1], 'members', m[2]), m[3], 1) end
+  if redis.call('SADD', KEYS[1], entry) == 1 then
+    if redis.call('HINCRBY', k(m[1], 'members', m[2]), m[3], 1) == 1 then table.insert(diff.added, m) end
+  end
 end
 -- online users
 local wantu = {}
@@ -126,11 +132,16 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if not wantu[entry] then
     local p = split(entry)
     redis.call('SREM', KEYS[2], entry)
-    if redis.call('HINCRBY', k(p[1], 'online'), p[2], -1) <= 0 then redis.call('HDEL', k(p[1], 'online'), p[2]) end
+    if redis.call('HINCRBY', k(p[1], 'online'), p[2], -1) <= 0 then
+      redis.call('HDEL', k(p[1], 'online'), p[2])
+      table.insert(diff.offline, p)
+    end
   end
 end
 for entry, u in pairs(wantu) do
-  if redis.call('SADD', KEYS[2], entry) == 1 then redis.call('HINCRBY', k(u[1], 'online'), u[2], 1) end
+  if redis.call('SADD', KEYS[2], entry) == 1 then
+    if redis.call('HINCRBY', k(u[1], 'online'), u[2], 1) == 1 then table.insert(diff.online, u) end
+  end
 end
 -- subscription counts
 local wantc = {}
@@ -146,7 +157,7 @@ for entry, c in pairs(wantc) do
     if redis.call('HINCRBY', k(c[1], 'counts'), c[2], delta) <= 0 then redis.call('HDEL', k(c[1], 'counts'), c[2]) end
   end
 end
-return 1
+return cjson.encode(diff)
 """
 
 _BEAT = """
@@ -190,6 +201,9 @@ class RedisBackend:
         self._reader: asyncio.Task[None] | None = None
         self._on_event: OnEvent | None = None
         self._on_control: OnControl | None = None
+        self._on_restored: OnRestored | None = None
+        # Members and users that changed while cut off: their announcements reached this node only.
+        self._unannounced: set[tuple[str, ...]] = set()
         self._join = self.state.register_script(_JOIN)
         self._leave = self.state.register_script(_LEAVE)
         self._online = self.state.register_script(_ONLINE)
@@ -222,11 +236,14 @@ class RedisBackend:
     def healthy(self) -> bool:
         return self._healthy
 
-    async def start(self, on_event: OnEvent, on_control: OnControl, wait: float = 5.0) -> None:
+    async def start(
+        self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None, wait: float = 5.0
+    ) -> None:
         """Start the bus reader and wait (up to ``wait`` s) for the first connection. Without Redis
         the node still starts, serving its own sockets, with ``/ready`` at 503."""
         self._on_event = on_event
         self._on_control = on_control
+        self._on_restored = on_restored
         self._reader = asyncio.create_task(self._read_forever())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait)
@@ -307,7 +324,35 @@ class RedisBackend:
             "users": [[app, user] for app, user in self._held_users],
             "counts": [[app, channel, n] for (app, channel), n in self._held_counts.items()],
         }
-        await self._restore_script(keys=list(self._node_keys(self.node_id)), args=[self.prefix, orjson.dumps(held)])
+        raw = await self._restore_script(
+            keys=list(self._node_keys(self.node_id)), args=[self.prefix, orjson.dumps(held)]
+        )
+        diff = orjson.loads(raw)
+        # Announce only what changed while cut off: after Redis restarted empty, everything this
+        # node held is "added" again, but the cluster had heard of it before. (cjson writes an
+        # empty list as {}, hence the `or []`.)
+        news, self._unannounced = self._unannounced, set()
+        restored = Restored(
+            members_added=[
+                (a, c, u, orjson.loads(i)) for a, c, u, i in (diff["added"] or []) if ("m", a, c, u) in news
+            ],
+            members_removed=[(a, c, u) for a, c, u in (diff["removed"] or []) if ("m", a, c, u) in news],
+            users_online=[(a, u) for a, u in (diff["online"] or []) if ("u", a, u) in news],
+            users_offline=[(a, u) for a, u in (diff["offline"] or []) if ("u", a, u) in news],
+        )
+        # A member or user who left while cut off may already be missing from a Redis that
+        # restarted empty; the departure is news if the cluster no longer has them.
+        for kind, app, *rest in news:
+            if kind == "m" and (app, *rest) not in self._held_members and (app, *rest) not in restored.members_removed:
+                channel, user = rest
+                if not await self.redis.hexists(self._k(app, "members", channel), user):
+                    restored.members_removed.append((app, channel, user))
+            elif kind == "u" and (app, *rest) not in self._held_users and (app, *rest) not in restored.users_offline:
+                (user,) = rest
+                if not await self.redis.hexists(self._k(app, "online"), user):
+                    restored.users_offline.append((app, user))
+        if restored and self._on_restored is not None:
+            self._on_restored(restored)
 
     async def _forget_self(self) -> None:
         await self._take_over(self.node_id)
@@ -349,6 +394,7 @@ class RedisBackend:
         ]
 
     async def join(self, app_id: str, channel: str, user_id: str, user_info: Any, limit: int) -> int:
+        self._note_change(("m", app_id, channel, user_id))
         info = orjson.dumps(user_info).decode()
         entry = SEP.join((app_id, channel, user_id))
         try:
@@ -357,6 +403,7 @@ class RedisBackend:
             )
         except (RedisError, OSError) as exc:
             self._set_healthy(False, str(exc))
+            self._unannounced.add(("m", app_id, channel, user_id))
             # Outage: judge by what this node holds; the mirror is written back later.
             held = (app_id, channel, user_id) in self._held_members
             self._held_members[(app_id, channel, user_id)] = info
@@ -366,13 +413,19 @@ class RedisBackend:
         return result
 
     async def leave(self, app_id: str, channel: str, user_id: str) -> bool:
+        self._note_change(("m", app_id, channel, user_id))
         held = self._held_members.pop((app_id, channel, user_id), None) is not None
         entry = SEP.join((app_id, channel, user_id))
         try:
             return int(await self._leave(keys=self._presence_keys(app_id, channel), args=[user_id, entry])) == 1
         except (RedisError, OSError) as exc:
             self._set_healthy(False, str(exc))
+            self._unannounced.add(("m", app_id, channel, user_id))
             return held
+
+    def _note_change(self, key: tuple[str, ...]) -> None:
+        if not self._healthy:
+            self._unannounced.add(key)
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:
         try:
@@ -394,21 +447,25 @@ class RedisBackend:
         return int(await self._online(keys=[self._k(app_id, "online"), users_key], args=[user_id, entry, delta]))
 
     async def user_online(self, app_id: str, user_id: str) -> bool:
+        self._note_change(("u", app_id, user_id))
         first_here = (app_id, user_id) not in self._held_users
         self._held_users.add((app_id, user_id))
         try:
             return await self._user_delta(app_id, user_id, 1) == 1
         except (RedisError, OSError) as exc:
             self._set_healthy(False, str(exc))
+            self._unannounced.add(("u", app_id, user_id))
             return first_here
 
     async def user_offline(self, app_id: str, user_id: str) -> bool:
+        self._note_change(("u", app_id, user_id))
         held = (app_id, user_id) in self._held_users
         self._held_users.discard((app_id, user_id))
         try:
             return await self._user_delta(app_id, user_id, -1) == 0
         except (RedisError, OSError) as exc:
             self._set_healthy(False, str(exc))
+            self._unannounced.add(("u", app_id, user_id))
             return held
 
     async def online(self, app_id: str, user_ids: tuple[str, ...]) -> set[str]:
@@ -491,6 +548,10 @@ class RedisBackend:
                 # and drop the reaper's claim so that the node can be reaped again if it dies.
                 log.warning("node was missing from the cluster; restoring its share", extra=fields(node=self.node_id))
                 await self.redis.delete(self._k("reaping", self.node_id))
+                # A reaper may have announced this node's members as gone: whatever the write-back
+                # brings back to the cluster is news again.
+                self._unannounced |= {("m", *key) for key in self._held_members}
+                self._unannounced |= {("u", *key) for key in self._held_users}
                 await self._restore()
             if self._subscribed and not self._healthy:
                 # A command failed while the bus stayed up: what changed meanwhile is only in the

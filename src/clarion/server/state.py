@@ -22,7 +22,7 @@ from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ErrorCode
 from ..protocol.session import Action, Close, Join, Leave, Member, Publish, Send, SignIn
-from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, Reaped
+from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, Reaped, Restored
 from .config import Settings
 from .connection import Connection
 from .frames import text_frame
@@ -59,7 +59,7 @@ class Node:
         return self.backend.healthy
 
     async def start(self) -> None:
-        await self.backend.start(self.deliver, self.on_control)
+        await self.backend.start(self.deliver, self.on_control, self.on_restored)
         await self.webhooks.start()
 
     async def close(self) -> None:
@@ -94,6 +94,24 @@ class Node:
             self._terminate_local(hub, user_id)
         elif message.kind in ("online", "offline"):
             self._tell_watchers(hub, user_id, message.kind)
+
+    def on_restored(self, restored: Restored) -> None:
+        """After an outage: tell every node what this one's members and users did meanwhile."""
+        asyncio.get_running_loop().create_task(self._announce_restored(restored))
+
+    async def _announce_restored(self, restored: Restored) -> None:
+        for app_id, channel, user_id, info in restored.members_added:
+            hub = self.hubs.get(app_id)
+            if hub is None:
+                continue
+            frame = messages.encode("pusher_internal:member_added", {"user_id": user_id, "user_info": info}, channel)
+            await self.backend.publish(Envelope(app_id, channel, frame))
+            self._webhook(hub, hooks.member_added(channel, user_id))
+        await self._announce(Reaped(members_removed=restored.members_removed))
+        for app_id, user_id in restored.users_online:
+            await self.backend.control(Control("online", app_id, {"user_id": user_id}))
+        for app_id, user_id in restored.users_offline:
+            await self.backend.control(Control("offline", app_id, {"user_id": user_id}))
 
     async def publish(
         self, app: App, channel: str, frame: str, exclude: str | None, source: str, data: str | None = None
