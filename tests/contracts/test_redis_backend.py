@@ -288,7 +288,9 @@ async def test_changes_made_while_redis_was_down_are_written_back_when_it_return
             await twin.close()
 
 
-async def test_a_command_that_fails_while_the_bus_stays_up_is_written_back_and_health_returns_on_a_heartbeat() -> None:
+async def test_a_dropped_command_connection_is_replaced_and_the_command_goes_through() -> None:
+    """Redis dropping the command connections (a restart, a proxy, CLIENT KILL) costs nothing: the
+    next command reconnects and is retried, the node stays healthy, and the bus carries on."""
     with private_redis() as server:
         twin = RedisTwin(server.url)
         admin = aioredis.Redis.from_url(server.url)
@@ -298,21 +300,13 @@ async def test_a_command_that_fails_while_the_bus_stays_up_is_written_back_and_h
             # Drop every command connection (the bus's pub/sub connections survive).
             await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             assert await a.join(APP, ROOM, "carl", {"name": "Carl"}, 100) == FIRST
-            assert a.healthy is False
-            assert "carl" not in await b.members(APP, ROOM)
-
-            async def healed() -> bool:
-                await a.heartbeat()
-                return a.healthy
-
-            await wait_for(healed, timeout=5, interval=0.05)
+            assert a.healthy is True
             assert await b.members(APP, ROOM) == {
                 "ann": {"name": "Ann"},
                 "both": {"name": "Both"},
                 "bob": {"name": "Bob"},
                 "carl": {"name": "Carl"},
             }
-            # and the bus still carries a's envelopes to b
             envelope = Envelope(APP, "news", "still there")
             await a.publish(envelope)
             await wait_for(lambda: envelope in twin.received[b.node_id].events)

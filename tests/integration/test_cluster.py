@@ -407,3 +407,34 @@ async def test_a_redis_restart_mid_traffic_is_lived_through_and_the_cluster_stat
         assert server.proc.returncode == 0, server.log_text()
     assert redis.all_exited()
     assert not port_open(redis.port)
+
+
+async def test_presence_changes_made_during_a_redis_outage_reach_the_other_nodes_afterwards() -> None:
+    """Cut off from Redis, a node still serves its own sockets; once back, it announces the members
+    who came and went on it meanwhile, so the other nodes' member lists catch up."""
+    socks: list[PusherSocket] = []
+    with private_redis() as redis, contextlib.ExitStack() as stack:
+        env = {**cluster_env(CLARION_NODE_TTL="3"), "CLARION_REDIS_URL": redis.url}
+        a, b = (stack.enter_context(run_server(env=env)) for _ in range(2))
+        try:
+            watcher = await open_socket(b, socks)
+            await subscribe(watcher, b, "presence-desk", "watcher")
+            leaver = await open_socket(a, socks)
+            await subscribe(leaver, a, "presence-desk", "leaver")
+            await expect_member(watcher, "member_added", "presence-desk", "leaver")
+
+            redis.kill()
+            await wait_ready([a, b], 503, timeout=10)
+            # While cut off: one member arrives on a, another leaves a.
+            arriving = await open_socket(a, socks)
+            await subscribe(arriving, a, "presence-desk", "newcomer")
+            await leaver.close()
+
+            redis.start()
+            await wait_ready([a, b], 200, timeout=20)
+            await expect_member(watcher, "member_added", "presence-desk", "newcomer", timeout=10)
+            await expect_member(watcher, "member_removed", "presence-desk", "leaver", timeout=10)
+            users = await api_get(b, "/channels/presence-desk/users")
+            assert sorted(u["id"] for u in users["users"]) == ["newcomer", "watcher"]
+        finally:
+            await close_all(socks)

@@ -19,6 +19,9 @@ from typing import Any
 
 import orjson
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..observability import metrics
@@ -189,7 +192,14 @@ class RedisBackend:
         self.prefix = prefix
         self.node_ttl = node_ttl
         self.retry_max = retry_max
-        options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+            # A pooled connection that died with a restarted Redis is replaced and the command tried
+            # once more, instead of failing the first command after every restart.
+            "retry": Retry(NoBackoff(), 1),
+            "retry_on_error": [RedisConnectionError],
+        }
         # Reads and PUBLISH use a pool. Every change to shared state goes through one connection, so
         # Redis applies this node's changes in the order they were made: a write-back after an
         # outage can never be overtaken by (and double-count) a change made just before it.
@@ -204,6 +214,8 @@ class RedisBackend:
         self._on_restored: OnRestored | None = None
         # Members and users that changed while cut off: their announcements reached this node only.
         self._unannounced: set[tuple[str, ...]] = set()
+        self._cluster_size = 1  # live nodes at the last heartbeat
+        self._announcing: asyncio.Task[None] | None = None
         self._join = self.state.register_script(_JOIN)
         self._leave = self.state.register_script(_LEAVE)
         self._online = self.state.register_script(_ONLINE)
@@ -352,7 +364,27 @@ class RedisBackend:
                 if not await self.redis.hexists(self._k(app, "online"), user):
                     restored.users_offline.append((app, user))
         if restored and self._on_restored is not None:
-            self._on_restored(restored)
+            self._announcing = asyncio.create_task(self._announce_when_heard(restored))
+
+    async def _announce_when_heard(self, restored: Restored) -> None:
+        """Pub/sub keeps nothing for absent listeners, and after an outage the other nodes come
+        back on their own backoff: wait (bounded) until as many nodes listen on the bus as the
+        cluster had before, then hand the news over for publishing."""
+        deadline = asyncio.get_running_loop().time() + 2 * self.retry_max + self.node_ttl
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                listeners = dict(await self.redis.pubsub_numsub(self._bus)).get(self._bus.encode(), 0)
+            except (RedisError, OSError):
+                listeners = 0
+            if listeners >= self._cluster_size:
+                break
+            await asyncio.sleep(0.1)
+        assert self._on_restored is not None
+        log.info(
+            "announcing what changed while cut off",
+            extra=fields(node=self.node_id, added=len(restored.members_added), removed=len(restored.members_removed)),
+        )
+        self._on_restored(restored)
 
     async def _forget_self(self) -> None:
         await self._take_over(self.node_id)
@@ -543,15 +575,17 @@ class RedisBackend:
         reaped = Reaped()
         try:
             missing, *dead = await self._beat(keys=[self._k("nodes")], args=[self.node_id, int(self.node_ttl * 1000)])
+            self._cluster_size = max(1, int(await self.redis.zcard(self._k("nodes"))) - len(dead))
             if missing and self._beaten:
                 # Others took this node for dead (a long pause) or Redis lost its data: write back,
                 # and drop the reaper's claim so that the node can be reaped again if it dies.
                 log.warning("node was missing from the cluster; restoring its share", extra=fields(node=self.node_id))
-                await self.redis.delete(self._k("reaping", self.node_id))
-                # A reaper may have announced this node's members as gone: whatever the write-back
-                # brings back to the cluster is news again.
-                self._unannounced |= {("m", *key) for key in self._held_members}
-                self._unannounced |= {("u", *key) for key in self._held_users}
+                if await self.redis.delete(self._k("reaping", self.node_id)):
+                    # A reaper announced this node's members as gone: whatever the write-back brings
+                    # back to the cluster is news again. (After Redis merely restarted empty, nobody
+                    # announced anything, and nothing is repeated.)
+                    self._unannounced |= {("m", *key) for key in self._held_members}
+                    self._unannounced |= {("u", *key) for key in self._held_users}
                 await self._restore()
             if self._subscribed and not self._healthy:
                 # A command failed while the bus stayed up: what changed meanwhile is only in the

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+from collections.abc import Coroutine
 from typing import Any
 
 from ..observability import metrics
@@ -50,6 +51,7 @@ class Node:
         self._sequence = itertools.count(secrets.randbelow(10**6))
         self._counts_flush: asyncio.Handle | None = None
         self._counts_pending: set[tuple[str, str]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def new_socket_id(self) -> str:
         return f"{self._node_part}.{next(self._sequence)}"
@@ -97,7 +99,18 @@ class Node:
 
     def on_restored(self, restored: Restored) -> None:
         """After an outage: tell every node what this one's members and users did meanwhile."""
-        asyncio.get_running_loop().create_task(self._announce_restored(restored))
+        self._spawn(self._announce_restored(restored))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, holding a reference and logging any failure."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
 
     async def _announce_restored(self, restored: Restored) -> None:
         for app_id, channel, user_id, info in restored.members_added:
@@ -320,7 +333,7 @@ class Node:
 
     def _schedule_counts(self) -> None:
         self._counts_flush = None
-        asyncio.get_running_loop().create_task(self.flush_counts())
+        self._spawn(self.flush_counts())
 
     async def flush_counts(self) -> None:
         now = self.now()
