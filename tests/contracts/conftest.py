@@ -5,6 +5,7 @@ that record what the bus brings, and beats once, as the server's heartbeat loop 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import time
 import uuid
@@ -54,7 +55,7 @@ async def delete_prefix(url: str, prefix: str) -> int:
         await client.aclose()
 
 
-class Cluster:
+class Cluster(abc.ABC):
     """N nodes of one cluster, and the means to let (fake or real) time pass for them."""
 
     kind: str
@@ -64,11 +65,11 @@ class Cluster:
         self.nodes: list[Backend] = []
         self.received: dict[str, Received] = {}
 
-    def _build(self, node_id: str) -> Backend:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _build(self, node_id: str) -> Backend: ...
 
-    def now(self) -> float:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def now(self) -> float: ...
 
     async def node(self, name: str | None = None) -> Any:
         """A started node that has beaten once. Typed Any: tests reach RedisBackend internals."""
@@ -80,15 +81,15 @@ class Cluster:
         self.nodes.append(backend)
         return backend
 
+    @abc.abstractmethod
     async def after(self, seconds: float, predicate: Callable[[], Awaitable[bool]]) -> None:
         """Assert ``predicate`` holds once ``seconds`` have passed (fake time jumps; real time is
         polled for, with a margin)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def reap(self, survivors: list[Backend], limit: float | None = None) -> tuple[Reaped, float]:
         """Keep ``survivors`` beating as the server does (every node_ttl/3 or more often) until
         one of them reaps something; the merged result and the time that passed."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         for node in self.nodes:
