@@ -241,9 +241,10 @@ async def test_busy_channel_counts_are_throttled_to_one_per_5_seconds(server_fac
         await asyncio.gather(reader, return_exceptions=True)
 
     quiet = [count for _, count in seen if count <= 100]
-    # Below the threshold counts go out as they change: rising, never stale, ending at 100. (Joins
-    # landing in the same instant may share one count, as they do across Redis-joined nodes.)
-    assert quiet == sorted(set(quiet)) and quiet[0] <= 2 and quiet[-1] == 100, quiet
+    # Below the threshold counts go out as they change: never going back to a stale value, ending
+    # at 100. (Joins landing in the same instant may share one count, or see it twice, as they do
+    # across Redis-joined nodes.)
+    assert quiet == sorted(quiet) and quiet[0] <= 2 and quiet[-1] == 100, quiet
     assert len(quiet) >= 50, quiet
     busy = [(at, count) for at, count in seen if count > 100]
     assert busy[-2][1] == 105 and busy[-1] == (left_at, 102), busy

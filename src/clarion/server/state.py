@@ -52,6 +52,7 @@ class Node:
         self._counts_flush: asyncio.Handle | None = None
         self._counts_pending: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._counts_lock = asyncio.Lock()
 
     def new_socket_id(self) -> str:
         return f"{self._node_part}.{next(self._sequence)}"
@@ -336,6 +337,12 @@ class Node:
         self._spawn(self.flush_counts())
 
     async def flush_counts(self) -> None:
+        # One flush at a time: a count read from Redis is published before a later one is read,
+        # so subscribers never see a count go back to an older value.
+        async with self._counts_lock:
+            await self._flush_counts()
+
+    async def _flush_counts(self) -> None:
         now = self.now()
         for hub in self.hubs.values():
             for name, due in list(hub.counts_due.items()):
