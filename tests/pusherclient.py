@@ -139,6 +139,23 @@ def signed_query(
     return params
 
 
+async def raw_request(
+    base_url: str, method: str, path: str, params: dict[str, str], body: bytes = b""
+) -> tuple[int, Any]:
+    """Send exactly these query parameters and body; returns (status, parsed JSON or text)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, base_url + path, params=params, data=body or None, headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
+        text = await response.text()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text
+
+
 async def api_call(
     base_url: str,
     key: str,
@@ -150,18 +167,7 @@ async def api_call(
 ) -> tuple[int, Any]:
     """A signed HTTP API call; returns (status, parsed JSON or text)."""
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    params = signed_query(key, secret, method, path, raw, **extra)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            method, base_url + path, params=params, data=raw or None, headers={"Content-Type": "application/json"}
-        ) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text
+    return await raw_request(base_url, method, path, signed_query(key, secret, method, path, raw, **extra), raw)
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
@@ -186,3 +192,18 @@ def payload(frame: dict[str, Any]) -> Any:
     """A frame's ``data``, decoded once more when it is the usual JSON string."""
     data = frame["data"]
     return json.loads(data) if isinstance(data, str) else data
+
+
+async def expect_error(sock: PusherSocket, code: int) -> dict[str, Any]:
+    """The socket's next frame is a ``pusher:error`` with ``code`` and a message; its data."""
+    frame = await sock.expect("pusher:error")
+    error = payload(frame)
+    assert error["code"] == code, frame
+    assert isinstance(error["message"], str) and error["message"], frame
+    return error
+
+
+async def still_open(sock: PusherSocket) -> None:
+    """The socket still answers a ping."""
+    await sock.send("pusher:ping", {})
+    await sock.expect("pusher:pong")

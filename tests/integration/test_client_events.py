@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pusherclient import PusherSocket, api_call, fresh, payload
+from pusherclient import PusherSocket, api_call, expect_error, fresh, payload, still_open
 
 
 async def join(
@@ -53,19 +53,6 @@ async def next_is_marker(sock: PusherSocket, channel: str) -> None:
     """The socket's next frame is the marker just triggered on ``channel``: nothing came before it."""
     frame = await sock.recv()
     assert frame == {"event": "marker", "channel": channel, "data": "{}"}, frame
-
-
-async def expect_error(sock: PusherSocket, code: int) -> dict[str, Any]:
-    frame = await sock.expect("pusher:error")
-    error = payload(frame)
-    assert error["code"] == code, frame
-    assert isinstance(error["message"], str) and error["message"], frame
-    return error
-
-
-async def still_open(sock: PusherSocket) -> None:
-    await sock.send("pusher:ping", {})
-    await sock.expect("pusher:pong")
 
 
 # --- who receives ------------------------------------------------------------------------------

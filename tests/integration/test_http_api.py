@@ -12,11 +12,10 @@ import math
 import time
 from typing import Any
 
-import aiohttp
 import pytest
 
 from clarion.protocol.signatures import sign_api_request
-from pusherclient import PusherSocket, api_call, fresh, signed_query, wait_for
+from pusherclient import PusherSocket, api_call, fresh, raw_request, signed_query, wait_for
 
 
 async def post_event(server: Any, body: Any, **extra: str) -> tuple[int, Any]:
@@ -33,23 +32,6 @@ async def post_batch(server: Any, batch: list[dict[str, Any]]) -> tuple[int, Any
 
 async def get(server: Any, path: str, **query: str) -> tuple[int, Any]:
     return await api_call(server.http_url, server.key, server.secret, "GET", f"/apps/{server.app_id}{path}", **query)
-
-
-async def raw_request(
-    base_url: str, method: str, path: str, params: dict[str, str], body: bytes = b""
-) -> tuple[int, Any]:
-    """Send exactly these query parameters and body (no signing here)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            method, base_url + path, params=params, data=body or None, headers={"Content-Type": "application/json"}
-        ) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text
 
 
 def assert_error(answer: Any) -> None:

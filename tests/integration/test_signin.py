@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from clarion.protocol.signatures import user_auth
-from pusherclient import PusherSocket, api_call, fresh, payload, wait_for
+from pusherclient import PusherSocket, api_call, expect_error, fresh, payload, still_open, wait_for
 
 
 async def send_signin(sock: PusherSocket, server: Any, user_data: str, *, secret: str | None = None) -> None:
@@ -27,19 +27,6 @@ async def sign_in(sock: PusherSocket, server: Any, user_id: str, **fields: Any) 
     """Sign in as ``user_id``; return the signin_success frame (a watchlist frame may follow)."""
     await send_signin(sock, server, json.dumps({"id": user_id, **fields}))
     return await sock.expect("pusher:signin_success")
-
-
-async def expect_error(sock: PusherSocket, code: int) -> dict[str, Any]:
-    frame = await sock.expect("pusher:error")
-    error = payload(frame)
-    assert error["code"] == code, frame
-    assert isinstance(error["message"], str) and error["message"], frame
-    return error
-
-
-async def still_open(sock: PusherSocket) -> None:
-    await sock.send("pusher:ping", {})
-    await sock.expect("pusher:pong")
 
 
 async def user_channel_refused(sock: PusherSocket, user_id: str) -> None:

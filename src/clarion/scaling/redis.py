@@ -392,29 +392,27 @@ class RedisBackend:
     # --- bus --------------------------------------------------------------------------------
 
     async def publish(self, envelope: Envelope) -> None:
-        payload = orjson.dumps(("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude))
-        if self._healthy:
-            try:
-                await self.redis.publish(self._bus, payload)
-                return
-            except (RedisError, OSError) as exc:
-                self._set_healthy(False, str(exc))
-        # Redis is away: this node's own subscribers still get the event.
-        metrics.BUS_LOCAL_ONLY.inc()
-        assert self._on_event is not None
-        self._on_event(envelope)
+        message = ("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude)
+        if not await self._broadcast(orjson.dumps(message)):
+            assert self._on_event is not None
+            self._on_event(envelope)
 
     async def control(self, message: Control) -> None:
-        payload = orjson.dumps(("c", message.kind, message.app_id, message.data))
+        if not await self._broadcast(orjson.dumps(("c", message.kind, message.app_id, message.data))):
+            assert self._on_control is not None
+            self._on_control(message)
+
+    async def _broadcast(self, payload: bytes) -> bool:
+        """PUBLISH on the bus; False when Redis is away and the caller must deliver locally."""
         if self._healthy:
             try:
                 await self.redis.publish(self._bus, payload)
-                return
+                return True
             except (RedisError, OSError) as exc:
                 self._set_healthy(False, str(exc))
+        # Redis is away: this node's own sockets still get it.
         metrics.BUS_LOCAL_ONLY.inc()
-        assert self._on_control is not None
-        self._on_control(message)
+        return False
 
     # --- presence ---------------------------------------------------------------------------
 
