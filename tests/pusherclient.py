@@ -19,6 +19,8 @@ import aiohttp
 
 from clarion.protocol import signatures
 
+POSITION_FIELDS = ("epoch", "serial", "replayed")
+
 
 class PusherSocket:
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -68,6 +70,15 @@ class PusherSocket:
         await self.ws.send_str(text)
 
     async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
+        """The next frame as a stock Pusher client reads it: without the position fields
+        (``epoch``, ``serial``, ``replayed``) that Clarion adds to events kept in history."""
+        frame = await self.recv_raw(timeout)
+        for extension in POSITION_FIELDS:
+            frame.pop(extension, None)
+        return frame
+
+    async def recv_raw(self, timeout: float = 3.0) -> dict[str, Any]:
+        """The next frame with every field the server sent."""
         msg = await self.ws.receive(timeout=timeout)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"expected a text frame, got {msg.type!r} {msg.data!r} {msg.extra!r}")

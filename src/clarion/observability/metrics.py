@@ -57,3 +57,10 @@ BUS_LOCAL_ONLY = Counter(
     registry=REGISTRY,
 )
 NODES_REAPED = Counter("clarion_nodes_reaped_total", "Dead nodes whose share this node took over", registry=REGISTRY)
+RESUMES = Counter(
+    "clarion_resumes_total",
+    "clarion:resume requests by outcome: recovered, epoch_changed, too_old, unknown_position, overflow, unavailable",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REPLAYED = Counter("clarion_replayed_total", "History events sent by resume and rewind", registry=REGISTRY)

@@ -19,6 +19,22 @@ class ClientEvents(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRule:
+    """Channels whose name starts with ``prefix`` keep their last ``size`` server events for
+    ``ttl`` seconds, so a client can resume or rewind. ``size`` 0 keeps nothing."""
+
+    prefix: str
+    size: int
+    ttl: float
+
+
+# Off for public channels: anyone may read them, and they carry the widest, busiest streams, where
+# a write per event costs most and a client can refetch public state cheaply. On for the private
+# and presence channels that carry a user's or tenant's own updates.
+DEFAULT_HISTORY = (HistoryRule("private-", 100, 300.0), HistoryRule("presence-", 100, 300.0))
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     id: str
     key: str
@@ -40,6 +56,15 @@ class App:
     cache_ttl: float = 30 * 60.0  # seconds a cache channel keeps its last event
     subscription_count_events: bool = False  # pusher_internal:subscription_count to subscribers
     allowed_origins: tuple[str, ...] = field(default=("*",))
+    history: tuple[HistoryRule, ...] = DEFAULT_HISTORY
+
+    def history_for(self, channel: str) -> HistoryRule | None:
+        """The rule with the longest matching prefix; None when the channel keeps no history."""
+        best: HistoryRule | None = None
+        for rule in self.history:
+            if channel.startswith(rule.prefix) and (best is None or len(rule.prefix) > len(best.prefix)):
+                best = rule
+        return best if best is not None and best.size > 0 else None
 
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins:

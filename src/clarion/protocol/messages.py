@@ -107,3 +107,33 @@ def channel_event(event: str, channel: str, data: str, user_id: str | None = Non
     if user_id is not None:
         frame["user_id"] = user_id
     return _dumps(frame)
+
+
+# --- Clarion's recovery extension -------------------------------------------------------------
+# Positions ride as extra top-level fields of channel events, which stock Pusher clients ignore.
+# They are spliced into the already-encoded frame (once per event, not per socket); the Redis twin
+# splices the same way inside its publish script, so both twins produce the same bytes.
+
+
+def with_position(frame: str, epoch: str, serial: int) -> str:
+    """``frame`` (a JSON object) with ``"epoch"`` and ``"serial"`` added at the end."""
+    return f'{frame[:-1]},"epoch":"{epoch}","serial":{serial}}}'
+
+
+def as_replayed(frame: str) -> str:
+    """A stored event marked as coming from history rather than live."""
+    return f'{frame[:-1]},"replayed":true}}'
+
+
+def resumed(channel: str, recovered: bool, epoch: str | None, serial: int, reason: str | None = None) -> str:
+    data: dict[str, Any] = {"channel": channel, "recovered": recovered, "epoch": epoch, "serial": serial}
+    if reason is not None:
+        data["reason"] = reason
+    return encode("clarion:resumed", data, channel)
+
+
+def rewound(channel: str, count: int, epoch: str | None, serial: int, reason: str | None = None) -> str:
+    data: dict[str, Any] = {"channel": channel, "count": count, "epoch": epoch, "serial": serial}
+    if reason is not None:
+        data["reason"] = reason
+    return encode("clarion:rewound", data, channel)

@@ -13,10 +13,12 @@ from . import messages
 from .app import App, ClientEvents
 from .channels import USER_CHANNEL_PREFIX, Kind, kind_of, name_problem
 from .errors import ErrorCode, ProtocolError, SubscriptionError
+from .history import EPOCH, MAX_SERIAL
 from .signatures import verify_channel_auth, verify_user_auth
 
 MAX_USER_ID_LENGTH = 128
 MAX_WATCHLIST = 100  # Pusher: only the first 100 user ids are accepted (4302)
+CATCH_UP_RATE = 10  # resumes and rewinds a second per connection, after a burst of one per channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +41,32 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Send this socket the channel's history before its live events: what came after
+    (``epoch``, ``serial``) for a resume, or the last ``count`` events or ``seconds`` for a rewind.
+    ``limit`` and ``max_age`` are the channel's history rule, which caps every request."""
+
+    channel: str
+    limit: int
+    max_age: float
+    epoch: str | None = None
+    serial: int | None = None
+    count: int | None = None
+    seconds: float | None = None
+
+    @property
+    def is_resume(self) -> bool:
+        return self.serial is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Join:
-    """Register the socket on ``channel`` and answer with subscription_succeeded."""
+    """Register the socket on ``channel`` and answer with subscription_succeeded; then, when the
+    subscribe asked for it, catch up from history before anything live."""
 
     channel: str
     member: Member | None
+    catch_up: CatchUp | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +101,7 @@ class Close:
     reason: str
 
 
-Action = Send | Join | Leave | Publish | SignIn | Close
+Action = Send | Join | Leave | Publish | SignIn | Close | CatchUp
 _NOTHING: list[Action] = []
 
 
@@ -106,17 +129,18 @@ def _parse_member(channel_data: Any, max_info: int) -> Member:
 
 
 class TokenBucket:
-    """``rate`` events a second, with bursts up to ``rate``."""
+    """``rate`` events a second, with bursts up to ``burst`` (default: ``rate``)."""
 
-    __slots__ = ("rate", "tokens", "updated")
+    __slots__ = ("burst", "rate", "tokens", "updated")
 
-    def __init__(self, rate: int, now: float) -> None:
+    def __init__(self, rate: int, now: float, burst: int | None = None) -> None:
         self.rate = rate
-        self.tokens = float(rate)
+        self.burst = float(burst if burst is not None else rate)
+        self.tokens = self.burst
         self.updated = now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(float(self.rate), self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -129,6 +153,7 @@ class Session:
 
     __slots__ = (
         "_bucket",
+        "_catch_ups",
         "app",
         "channels",
         "last_seen",
@@ -149,6 +174,7 @@ class Session:
         self.ping_sent_at: float | None = None
         self.pong_timeout = pong_timeout
         self._bucket: TokenBucket | None = None
+        self._catch_ups: TokenBucket | None = None
         self.user_id: str | None = None
         self.watchlist: tuple[str, ...] = ()
         self.user_info: Any = None
@@ -171,11 +197,13 @@ class Session:
             if event == "pusher:pong":
                 return _NOTHING
             if event == "pusher:subscribe":
-                return self._subscribe(frame.data)
+                return self._subscribe(frame.data, now)
             if event == "pusher:unsubscribe":
                 return self._unsubscribe(frame.data)
             if event == "pusher:signin":
                 return self._signin(frame.data)
+            if event in ("clarion:resume", "clarion:rewind"):
+                return self._catch_up(event, frame.data, now)
             if event.startswith("client-"):
                 return self._client_event(frame, now)
             raise ProtocolError(ErrorCode.RECONNECT, f"Unsupported event: {event[:64]}")
@@ -193,7 +221,7 @@ class Session:
             raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'data.channel' must be a string")
         return channel
 
-    def _subscribe(self, data: Any) -> list[Action]:
+    def _subscribe(self, data: Any, now: float) -> list[Action]:
         app = self.app
         channel = self._channel_field(data)
         problem = name_problem(channel, app.max_channel_name_length)
@@ -236,12 +264,18 @@ class Session:
                     member = _parse_member(channel_data, app.max_presence_user_info)
                 except ValueError as exc:
                     raise SubscriptionError(channel, "InvalidChannelData", str(exc), 400) from None
+        catch_up = self._catch_up_request(channel, data, "subscribe", now)
         if already:
             # Idempotent: answered again, registered once, and still checked like the first time.
-            # A presence socket keeps the identity it joined with.
-            return [Join(channel, self.channels[channel])]
+            # A presence socket keeps the identity it joined with. A catch-up asked for here runs
+            # as if sent after the subscribe (live events may already have reached the socket).
+            again: list[Action] = [Join(channel, self.channels[channel])]
+            return again if catch_up is None else [*again, catch_up]
         self.channels[channel] = member
-        return [Join(channel, member)]
+        if isinstance(catch_up, Send):
+            # No catch-up (history off, or asked too often): subscribed all the same, told at once.
+            return [Join(channel, member), catch_up]
+        return [Join(channel, member, catch_up)]
 
     def _signin(self, data: Any) -> list[Action]:
         if not isinstance(data, dict):
@@ -288,6 +322,72 @@ class Session:
                 )
             )
         return actions
+
+    def _catch_up(self, event: str, data: Any, now: float) -> list[Action]:
+        channel = self._channel_field(data)
+        if channel not in self.channels:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"{event} needs a subscription to the channel")
+        request = self._catch_up_request(channel, data, event, now)
+        assert request is not None
+        return [request]
+
+    def _catch_up_request(self, channel: str, data: dict[str, Any], event: str, now: float) -> CatchUp | Send | None:
+        """Read a resume (``epoch`` + ``serial``) or rewind (``count`` or ``seconds``) request:
+        the fields of clarion:resume / clarion:rewind, or ``resume`` / ``rewind`` objects inside
+        pusher:subscribe. None when a subscribe asks for neither."""
+        if event == "subscribe":
+            resume, rewind = data.get("resume"), data.get("rewind")
+            if resume is None and rewind is None:
+                return None
+            if resume is not None and rewind is not None:
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: ask for resume or rewind, not both")
+            fields = resume if resume is not None else rewind
+            if not isinstance(fields, dict):
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: resume/rewind must be an object")
+            is_resume = resume is not None
+        else:
+            fields, is_resume = data, event == "clarion:resume"
+        rule = self.app.history_for(channel)
+        if is_resume:
+            epoch, serial = fields.get("epoch"), fields.get("serial")
+            if not isinstance(epoch, str) or not EPOCH.match(epoch):
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: resume needs an 'epoch' string")
+            if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial <= MAX_SERIAL:
+                raise ProtocolError(
+                    ErrorCode.RECONNECT, "Invalid message format: resume needs a 'serial' integer of at least 0"
+                )
+            if rule is None:
+                return Send(messages.resumed(channel, False, None, 0, "history_off"))
+            if not self._may_catch_up(now):
+                return Send(messages.resumed(channel, False, None, 0, "rate_limited"))
+            return CatchUp(channel, rule.size, rule.ttl, epoch=epoch, serial=serial)
+        count, seconds = fields.get("count"), fields.get("seconds")
+        if (count is None) == (seconds is None):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: rewind needs 'count' or 'seconds'")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'count' must be a positive integer")
+        if seconds is not None and (
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds < 1e9
+        ):
+            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'seconds' must be a positive number")
+        if rule is None:
+            return Send(messages.rewound(channel, 0, None, 0, "history_off"))
+        if not self._may_catch_up(now):
+            return Send(messages.rewound(channel, 0, None, 0, "rate_limited"))
+        return CatchUp(
+            channel,
+            rule.size,
+            rule.ttl,
+            count=min(count, rule.size) if count is not None else None,
+            seconds=min(float(seconds), rule.ttl) if seconds is not None else None,
+        )
+
+    def _may_catch_up(self, now: float) -> bool:
+        """Each catch-up reads history: bounded, so a client cannot make the server read in a
+        loop. A reconnecting client resuming every channel it may hold fits in the burst."""
+        if self._catch_ups is None:
+            self._catch_ups = TokenBucket(CATCH_UP_RATE, now, burst=max(self.app.max_channels_per_connection, 10))
+        return self._catch_ups.take(now)
 
     def _unsubscribe(self, data: Any) -> list[Action]:
         channel = self._channel_field(data)

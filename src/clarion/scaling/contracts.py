@@ -14,12 +14,40 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One encoded Pusher frame for one channel of one app; ``exclude`` is a socket_id to skip."""
+    """One encoded Pusher frame for one channel of one app; ``exclude`` is a socket_id to skip.
+    An event kept in history has its position (``epoch``, ``serial``) here and in the frame."""
 
     app_id: str
     channel: str
     frame: str
     exclude: str | None = None
+    serial: int = 0
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Keep this event in the channel's history: the last ``size`` events, each for ``ttl`` s."""
+
+    size: int
+    ttl: float
+
+
+@dataclass(slots=True)
+class History:
+    """A read of one channel's history. ``epoch`` is None when nothing is kept for the channel
+    (never published, or forgotten); ``serial`` is its latest position; ``entries`` are
+    (serial, frame) pairs, oldest first. ``available`` is False when the store could not be read."""
+
+    epoch: str | None
+    serial: int
+    entries: list[tuple[int, str]] = field(default_factory=list)
+    available: bool = True
+
+
+# How long a quiet channel's position (epoch and serial) outlives its last event. Long enough that
+# a client away for a while still learns "nothing was missed" rather than "history lost".
+POSITION_TTL = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +121,10 @@ class Backend(Protocol):
 
     # Bus: every node, this one included, gets each envelope and control message once, in
     # publish order per publisher.
-    async def publish(self, envelope: Envelope) -> None: ...
+    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+        """With ``keep``, the event also gets the channel's next serial (in its frame and
+        envelope) and is stored, atomically, so serial order is delivery order on every node."""
+        ...
 
     async def control(self, message: Control) -> None: ...
 
@@ -136,6 +167,12 @@ class Backend(Protocol):
 
     async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:
         """(data, frame, seconds left) of the channel's last event, if still fresh."""
+        ...
+
+    # History: what channels with ``keep`` published, cluster-wide.
+    async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
+        """Entries younger than ``max_age`` s: the oldest ``limit`` with a serial above ``after``, or,
+        when ``after`` is None, the newest ``limit``."""
         ...
 
     # Liveness: heartbeat this node, take over what dead nodes held.

@@ -3,14 +3,46 @@ share one ``MemoryCluster`` (the contract suite does), which is how it mirrors t
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..observability import metrics
-from .contracts import FULL, HELD, Control, Envelope, OnControl, OnEvent, OnRestored, Reaped
+from ..protocol.messages import with_position
+from .contracts import (
+    FULL,
+    HELD,
+    POSITION_TTL,
+    Control,
+    Envelope,
+    History,
+    Keep,
+    OnControl,
+    OnEvent,
+    OnRestored,
+    Reaped,
+)
 
 DEFAULT_NODE_TTL = 15.0
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+class ChannelHistory:
+    """One channel's position and its last events: a ring buffer of (serial, stored at, frame)."""
+
+    __slots__ = ("entries", "epoch", "serial", "touched", "ttl")
+
+    def __init__(self, size: int) -> None:
+        self.epoch = new_epoch()
+        self.serial = 0
+        self.entries: deque[tuple[int, float, str]] = deque(maxlen=size)
+        self.ttl = 0.0
+        self.touched = 0.0
 
 
 class MemoryCluster:
@@ -26,6 +58,7 @@ class MemoryCluster:
         self.users: dict[tuple[str, str], set[str]] = {}  # (app, user) → nodes
         self.stats: dict[tuple[str, str], dict[str, int]] = {}  # (app, channel) → node → count
         self.cache: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self.history: dict[tuple[str, str], ChannelHistory] = {}
 
     def node(self, node_id: str) -> MemoryBackend:
         return MemoryBackend(self, node_id)
@@ -80,9 +113,38 @@ class MemoryBackend:
 
     # --- bus --------------------------------------------------------------------------------
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+        if keep is not None:
+            envelope = self._keep(envelope, keep)
         for on_event, _ in list(self.cluster.listeners.values()):
             on_event(envelope)
+
+    def _keep(self, envelope: Envelope, keep: Keep) -> Envelope:
+        key = (envelope.app_id, envelope.channel)
+        history = self.cluster.history.get(key)
+        if history is None:
+            history = self.cluster.history[key] = ChannelHistory(keep.size)
+        elif history.entries.maxlen != keep.size:
+            history.entries = deque(history.entries, maxlen=keep.size)
+        now = self.cluster.clock()
+        history.serial += 1
+        history.ttl = keep.ttl
+        history.touched = now
+        frame = with_position(envelope.frame, history.epoch, history.serial)
+        history.entries.append((history.serial, now, frame))
+        return Envelope(envelope.app_id, envelope.channel, frame, envelope.exclude, history.serial, history.epoch)
+
+    async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
+        history = self.cluster.history.get((app_id, channel))
+        if history is None:
+            return History(None, 0)
+        oldest = self.cluster.clock() - max_age
+        fresh = [(serial, frame) for serial, at, frame in history.entries if at > oldest]
+        if after is None:
+            entries = fresh[-limit:] if limit > 0 else []
+        else:
+            entries = [entry for entry in fresh if entry[0] > after][:limit]
+        return History(history.epoch, history.serial, entries)
 
     async def control(self, message: Control) -> None:
         for _, on_control in list(self.cluster.listeners.values()):
@@ -191,7 +253,12 @@ class MemoryBackend:
         for node_id, seen in list(cluster.heartbeats.items()):
             if node_id != self.node_id and now - seen > cluster.node_ttl:
                 reaped.add(cluster.forget(node_id))
-        # Expired cache entries go too, so memory stays bounded by live channels.
+        # Expired cache entries and history go too, so memory stays bounded by live channels.
         for key in [key for key, entry in cluster.cache.items() if entry[2] <= now]:
             del cluster.cache[key]
+        for key, history in list(cluster.history.items()):
+            while history.entries and history.entries[0][1] <= now - history.ttl:
+                history.entries.popleft()
+            if now - history.touched > max(POSITION_TTL, history.ttl):
+                del cluster.history[key]
         return reaped

@@ -1,6 +1,7 @@
 """The Redis twin: pub/sub carries events and control messages; hashes hold cluster-wide
 presence, online users and subscription counts, each with this node's share recorded beside it so
-that a dead node's share can be taken away exactly; strings with a TTL hold cache channels.
+that a dead node's share can be taken away exactly; strings with a TTL hold cache channels; a
+hash (epoch, serial) and a stream per channel hold history.
 
 Every multi-key change is one Lua script, so a crash between two writes cannot leave counts
 half-done. All keys of a cluster start with its prefix (``CLARION_SCALING_PREFIX``).
@@ -26,7 +27,20 @@ from redis.exceptions import RedisError
 
 from ..observability import metrics
 from ..observability.logs import fields
-from .contracts import FULL, Control, Envelope, OnControl, OnEvent, OnRestored, Reaped, Restored
+from .contracts import (
+    FULL,
+    POSITION_TTL,
+    Control,
+    Envelope,
+    History,
+    Keep,
+    OnControl,
+    OnEvent,
+    OnRestored,
+    Reaped,
+    Restored,
+)
+from .memory import new_epoch
 
 log = logging.getLogger("clarion.scaling")
 
@@ -45,6 +59,44 @@ end
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+"""
+
+_PUBLISH_KEPT = """
+-- KEYS: position hash (e = epoch, s = serial), history stream.
+-- ARGV: bus, app, channel, frame, exclude, size, ttl ms, position ttl ms, epoch if new.
+-- The next serial, the stored entry and the bus message happen together, so every node sees
+-- events in serial order and history never misses one that was delivered.
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[9]
+  redis.call('DEL', KEYS[2])  -- entries of a forgotten epoch would clash with the new serials
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+local serial = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local frame = string.sub(ARGV[4], 1, -2) .. ',"epoch":"' .. epoch .. '","serial":' .. serial .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '0-' .. serial, 'f', frame, 't', now)
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[1], cjson.encode({'e', ARGV[2], ARGV[3], frame, ARGV[5], serial, epoch}))
+return serial
+"""
+
+_HISTORY = """
+-- KEYS: position hash, history stream. ARGV: after ('' for the newest), limit, max age ms.
+-- Returns {epoch or false, serial, now ms, entries}.
+local pos = redis.call('HMGET', KEYS[1], 'e', 's')
+if not pos[1] then return {false, 0, 0, {}} end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+else
+  entries = redis.call('XRANGE', KEYS[2], '0-' .. (tonumber(ARGV[1]) + 1), '+', 'COUNT', ARGV[2])
+end
+return {pos[1], tonumber(pos[2]), now, entries}
 """
 
 _LEAVE = """
@@ -222,6 +274,11 @@ class RedisBackend:
         self._count = self.state.register_script(_COUNT)
         self._restore_script = self.state.register_script(_RESTORE)
         self._beat = self.redis.register_script(_BEAT)
+        self._publish_kept = self.redis.register_script(_PUBLISH_KEPT)
+        self._history = self.redis.register_script(_HISTORY)
+        # Kept channels that got events while Redis was away: their history has a hole, so their
+        # epoch is ended on reconnect and resuming clients learn to refetch. Bounded.
+        self._diverged: set[tuple[str, str]] = set()
         self._connected = asyncio.Event()
         self._subscribed = False  # the bus reader is subscribed and has written this node's share back
         # This node's share, kept locally so it can be written back after an outage.
@@ -320,7 +377,10 @@ class RedisBackend:
             message = orjson.loads(raw)
             if message[0] == "e":
                 assert self._on_event is not None
-                self._on_event(Envelope(message[1], message[2], message[3], message[4]))
+                if len(message) > 5:  # kept in history: the publish script added the position
+                    self._on_event(Envelope(message[1], message[2], message[3], message[4] or None, *message[5:7]))
+                else:
+                    self._on_event(Envelope(message[1], message[2], message[3], message[4]))
             elif message[0] == "c":
                 assert self._on_control is not None
                 self._on_control(Control(message[1], message[2], message[3]))
@@ -340,6 +400,13 @@ class RedisBackend:
             keys=list(self._node_keys(self.node_id)), args=[self.prefix, orjson.dumps(held)]
         )
         diff = orjson.loads(raw)
+        if self._diverged:
+            diverged = list(self._diverged)
+            for start in range(0, len(diverged), 1000):
+                chunk = diverged[start : start + 1000]
+                await self.redis.delete(*(self._k(app, "pos", channel) for app, channel in chunk))
+                self._diverged.difference_update(chunk)
+            log.warning("history epochs ended after an outage", extra=fields(node=self.node_id, channels=len(diverged)))
         # Announce only what changed while cut off: after Redis restarted empty, everything this
         # node held is "added" again, but the cluster had heard of it before. (cjson writes an
         # empty list as {}, hence the `or []`.)
@@ -391,11 +458,64 @@ class RedisBackend:
 
     # --- bus --------------------------------------------------------------------------------
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+        if keep is not None:
+            await self._publish_with_history(envelope, keep)
+            return
         message = ("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude)
         if not await self._broadcast(orjson.dumps(message)):
             assert self._on_event is not None
             self._on_event(envelope)
+
+    async def _publish_with_history(self, envelope: Envelope, keep: Keep) -> None:
+        app_id, channel = envelope.app_id, envelope.channel
+        if self._healthy:
+            try:
+                await self._publish_kept(
+                    keys=[self._k(app_id, "pos", channel), self._k(app_id, "hist", channel)],
+                    args=[
+                        self._bus,
+                        app_id,
+                        channel,
+                        envelope.frame,
+                        envelope.exclude or "",
+                        keep.size,
+                        int(keep.ttl * 1000),
+                        int(max(POSITION_TTL, keep.ttl) * 1000),
+                        new_epoch(),
+                    ],
+                )
+                return
+            except (RedisError, OSError) as exc:
+                self._set_healthy(False, str(exc))
+        metrics.BUS_LOCAL_ONLY.inc()
+        if len(self._diverged) < 100_000:
+            self._diverged.add((app_id, channel))
+        assert self._on_event is not None
+        self._on_event(envelope)
+
+    async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
+        if limit <= 0:
+            limit = 0
+        try:
+            epoch, serial, now, raw = await self._history(
+                keys=[self._k(app_id, "pos", channel), self._k(app_id, "hist", channel)],
+                args=["" if after is None else after, max(limit, 1), int(max_age * 1000)],
+            )
+        except (RedisError, OSError) as exc:
+            self._set_healthy(False, str(exc))
+            return History(None, 0, available=False)
+        if not epoch:
+            return History(None, 0)
+        oldest = int(now) - int(max_age * 1000)
+        entries: list[tuple[int, str]] = []
+        for entry_id, values in raw:
+            pairs = dict(zip(values[::2], values[1::2], strict=True))
+            if int(pairs[b"t"]) > oldest:
+                entries.append((int(_text(entry_id).split("-", 1)[1]), _text(pairs[b"f"])))
+        if after is None:
+            entries.reverse()
+        return History(_text(epoch), int(serial), entries[:limit])
 
     async def control(self, message: Control) -> None:
         if not await self._broadcast(orjson.dumps(("c", message.kind, message.app_id, message.data))):

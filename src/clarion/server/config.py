@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..protocol.app import App, ClientEvents
+from ..protocol.app import DEFAULT_HISTORY, App, ClientEvents, HistoryRule
 from ..protocol.webhooks import EVENT_TYPES
 
 DEV_APP = {"id": "1", "key": "clarion-key", "secret": "clarion-secret"}
@@ -32,6 +32,7 @@ _APP_ENV: dict[str, str] = {
     "CLARION_SIGNIN_TIMEOUT": "signin_timeout",
     "CLARION_SUBSCRIPTION_COUNT": "subscription_count_events",
     "CLARION_CACHE_TTL": "cache_ttl",
+    "CLARION_HISTORY": "history",
 }
 _SERVER_ENV: dict[str, str] = {
     "CLARION_HOST": "host",
@@ -74,6 +75,33 @@ class WebhookConfig(BaseModel):
         return value
 
 
+class HistoryConfig(BaseModel):
+    """Channels starting with ``prefix`` keep their last ``size`` server events for ``ttl`` s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(pattern=r"^[A-Za-z0-9_\-=@,.;#]*$", max_length=200)
+    size: int = Field(ge=0, le=100_000)
+    ttl: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+
+
+def _history_rules(value: Any) -> Any:
+    """``CLARION_HISTORY``: ``off``, or rules ``prefix:size:ttl`` separated by spaces (a comma may
+    be part of a channel name, a space never is), e.g. ``private-:100:300 presence-:50:60``."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in ("off", "none"):
+        return []
+    rules = []
+    for part in value.split():
+        prefix, sep, rest = part.partition(":")
+        size, sep2, ttl = rest.partition(":")
+        if not sep:
+            raise ValueError(f"history rule {part!r} must read prefix:size or prefix:size:ttl")
+        rules.append({"prefix": prefix, "size": size, **({"ttl": ttl} if sep2 else {})})
+    return rules
+
+
 class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -99,6 +127,18 @@ class AppConfig(BaseModel):
     subscription_count_events: bool = False
     webhook_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    history: list[HistoryConfig] | None = None  # None: the default rules
+
+    _split_history = field_validator("history", mode="before")(_history_rules)
+
+    @field_validator("history")
+    @classmethod
+    def _distinct_prefixes(cls, value: list[HistoryConfig] | None) -> list[HistoryConfig] | None:
+        prefixes = [rule.prefix for rule in value or []]
+        repeated = sorted({prefix for prefix in prefixes if prefixes.count(prefix) > 1})
+        if repeated:
+            raise ValueError(f"history rules repeat the prefix(es) {repeated}: give each prefix one rule")
+        return value
 
     @property
     def webhook_targets(self) -> list[WebhookConfig]:
@@ -135,6 +175,9 @@ class AppConfig(BaseModel):
             signin_timeout=self.signin_timeout,
             cache_ttl=self.cache_ttl,
             subscription_count_events=self.subscription_count_events,
+            history=DEFAULT_HISTORY
+            if self.history is None
+            else tuple(HistoryRule(rule.prefix, rule.size, rule.ttl) for rule in self.history),
         )
 
 
@@ -194,7 +237,7 @@ def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "settings"
-        var = _ENV_OF.get(str(item["loc"][-1])) if item["loc"] else None
+        var = next((_ENV_OF[str(part)] for part in reversed(item["loc"]) if str(part) in _ENV_OF), None)
         lines.append(f"  {where}{f' ({var})' if var else ''}: {item['msg']}")
     return "invalid configuration:\n" + "\n".join(lines)
 

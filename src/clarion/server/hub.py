@@ -15,16 +15,73 @@ from ..protocol.session import Member
 from .connection import Connection
 from .frames import text_frame
 
+# Live frames held for one socket while its history is read; past this, it must refetch instead.
+MAX_HELD = 1000
+
+Position = tuple[str, int]  # (epoch, serial)
+
+
+class CatchingUp:
+    """A socket on a kept channel that is being sent history. While the history read is in flight,
+    its live frames are held (``held``); after the replay, live frames up to ``upto`` are skipped,
+    because the replay already sent them."""
+
+    __slots__ = ("epoch", "held", "overflowed", "upto")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bytes, int, str]] | None = []
+        self.overflowed = False
+        self.epoch = ""
+        self.upto = 0
+
+    def caught_up(self, last: Position | None) -> bool:
+        """Whether live delivery on this node has passed what the replay sent."""
+        return self.upto == 0 or (last is not None and last[0] == self.epoch and last[1] >= self.upto)
+
+    def offer(self, frame: bytes, serial: int, epoch: str) -> tuple[bool, bool]:
+        """(write it now, done catching up)."""
+        held = self.held
+        if held is not None:
+            if len(held) < MAX_HELD:
+                held.append((frame, serial, epoch))
+            else:
+                self.overflowed = True
+            return False, False
+        if not serial:
+            return True, False  # member, count and client events have no position
+        if epoch == self.epoch and serial <= self.upto:
+            return False, False
+        return True, True
+
 
 class Channel:
-    __slots__ = ("count_sent_at", "members", "name", "sockets")
+    __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "members", "name", "sockets")
 
-    def __init__(self, name: str, presence: bool) -> None:
+    def __init__(self, name: str, presence: bool, kept: bool) -> None:
         self.name = name
         self.sockets: dict[str, Connection] = {}
         # presence: user_id → {socket_id: user_info}; a user in two tabs is one member.
         self.members: dict[str, dict[str, Any]] | None = {} if presence else None
         self.count_sent_at = float("-inf")
+        # Kept channels (with history): the first and last positions delivered here, and each
+        # socket's last position at its join, so a catch-up knows what a socket already got live.
+        self.joined_at: dict[str, Position | None] | None = {} if kept else None
+        self.first: Position | None = None
+        self.last: Position | None = None
+        self.catching: dict[str, CatchingUp] = {}
+
+    def live_range(self, socket_id: str) -> tuple[int, int] | None:
+        """Serials (low, high], in this channel's current epoch, that ``socket_id`` got live."""
+        if self.joined_at is None or self.last is None:
+            return None
+        joined = self.joined_at.get(socket_id)
+        if joined is None:
+            low = self.first[1] - 1 if self.first is not None and self.first[0] == self.last[0] else 0
+        elif joined[0] == self.last[0]:
+            low = joined[1]
+        else:
+            low = 0
+        return (low, self.last[1]) if self.last[1] > low else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +122,7 @@ class AppHub:
         channel = self.channels.get(name)
         created = channel is None
         if channel is None:
-            channel = Channel(name, presence=member is not None)
+            channel = Channel(name, presence=member is not None, kept=self.app.history_for(name) is not None)
         member_added = False
         if member is not None and channel.members is not None:
             sockets = channel.members.get(member.user_id)
@@ -76,6 +133,8 @@ class AppHub:
         if created:
             self.channels[name] = channel
         channel.sockets[conn.socket_id] = conn
+        if channel.joined_at is not None:
+            channel.joined_at[conn.socket_id] = channel.last
         return Joined(occupied=created, member_added=member_added)
 
     def has_member(self, name: str, user_id: str) -> bool:
@@ -88,6 +147,9 @@ class AppHub:
         channel = self.channels.get(name)
         if channel is None or channel.sockets.pop(conn.socket_id, None) is None:
             return None
+        channel.catching.pop(conn.socket_id, None)
+        if channel.joined_at is not None:
+            channel.joined_at.pop(conn.socket_id, None)
         member_removed = False
         if member is not None and channel.members is not None:
             sockets = channel.members.get(member.user_id)
@@ -133,17 +195,44 @@ class AppHub:
 
     # --- delivery ---------------------------------------------------------------------------
 
-    def deliver(self, name: str, frame: bytes, exclude: str | None = None) -> int:
+    def deliver(self, name: str, frame: bytes, exclude: str | None = None, serial: int = 0, epoch: str = "") -> int:
         """Write one pre-encoded frame to every local subscriber of ``name`` but ``exclude``."""
         channel = self.channels.get(name)
         if channel is None:
             return 0
+        if serial:
+            channel.last = (epoch, serial)
+            if channel.first is None:
+                channel.first = channel.last
+        if channel.catching:
+            return self._deliver_catching(channel, frame, exclude, serial, epoch)
         sent = 0
         # write() never touches channel.sockets (a dropped slow consumer leaves later, from its
         # own handler), so iterating the live dict is safe and copies nothing.
         for socket_id, conn in channel.sockets.items():
             if socket_id != exclude and conn.write(frame):
                 sent += 1
+        return sent
+
+    def _deliver_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
+        """The slower loop, only while some socket on the channel is catching up."""
+        sent = 0
+        done = []
+        catching = channel.catching
+        for socket_id, conn in channel.sockets.items():
+            if socket_id == exclude:
+                continue
+            catch = catching.get(socket_id)
+            if catch is not None:
+                write, finished = catch.offer(frame, serial, epoch)
+                if finished:
+                    done.append(socket_id)
+                if not write:
+                    continue
+            if conn.write(frame):
+                sent += 1
+        for socket_id in done:
+            del catching[socket_id]
         return sent
 
     def deliver_text(self, name: str, text: str, exclude: str | None = None) -> int:

@@ -22,12 +22,13 @@ from ..protocol import webhooks as hooks
 from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ErrorCode
-from ..protocol.session import Action, Close, Join, Leave, Member, Publish, Send, SignIn
-from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, Reaped, Restored
+from ..protocol.history import gap
+from ..protocol.session import Action, CatchUp, Close, Join, Leave, Member, Publish, Send, SignIn
+from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, History, Keep, Reaped, Restored
 from .config import Settings
 from .connection import Connection
 from .frames import text_frame
-from .hub import AppHub
+from .hub import AppHub, CatchingUp
 from .webhooks import Webhooks
 
 log = logging.getLogger("clarion.server")
@@ -82,7 +83,9 @@ class Node:
         if hub.cache_miss_reported:
             # Something was published on the channel: a later miss is news again.
             hub.cache_miss_reported.discard(envelope.channel)
-        sent = hub.deliver(envelope.channel, text_frame(envelope.frame), envelope.exclude)
+        sent = hub.deliver(
+            envelope.channel, text_frame(envelope.frame), envelope.exclude, envelope.serial, envelope.epoch
+        )
         if sent:
             metrics.DELIVERIES.inc(sent)
 
@@ -131,10 +134,15 @@ class Node:
         self, app: App, channel: str, frame: str, exclude: str | None, source: str, data: str | None = None
     ) -> None:
         metrics.EVENTS_PUBLISHED.labels(source=source).inc()
-        if data is not None and kind_of(channel).cache:
-            # Server events only: Pusher never caches client events.
-            await self.backend.remember(app.id, channel, data, frame, app.cache_ttl)
-        await self.backend.publish(Envelope(app.id, channel, frame, exclude))
+        keep = None
+        if data is not None:
+            # Server events only: Pusher never caches client events, and they are not history.
+            if kind_of(channel).cache:
+                await self.backend.remember(app.id, channel, data, frame, app.cache_ttl)
+            rule = app.history_for(channel)
+            if rule is not None:
+                keep = Keep(rule.size, rule.ttl)
+        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep)
 
     # --- connection side --------------------------------------------------------------------
 
@@ -161,6 +169,8 @@ class Node:
                 )
             elif isinstance(action, SignIn):
                 await self._sign_in(hub, conn, action)
+            elif isinstance(action, CatchUp):
+                await self._catch_up(hub, conn, action, fresh=False)
             elif isinstance(action, Close):
                 log.info(
                     "closing connection",
@@ -201,6 +211,7 @@ class Node:
             return
         hub.join(conn, name, member)
         self._answer(hub, conn, name, presence, cached)
+        catching = self._start_catch_up(hub, conn, name) if action.catch_up is not None else None
         if total == 1:
             self._webhook(hub, hooks.channel_occupied(name))
         if member is not None and result == FIRST:
@@ -209,6 +220,8 @@ class Node:
             await self.backend.publish(Envelope(app.id, name, added, conn.socket_id))
             self._webhook(hub, hooks.member_added(name, member.user_id))
         self._count_changed(hub, name)
+        if catching is not None and action.catch_up is not None:
+            await self._catch_up(hub, conn, action.catch_up, fresh=True, catching=catching)
 
     async def _presence_payload(self, hub: AppHub, name: str, member: Member | None) -> dict[str, Any] | None:
         if member is None:
@@ -268,6 +281,106 @@ class Node:
             and await self.backend.user_offline(hub.app.id, user_id)
         ):
             await self.backend.control(Control("offline", hub.app.id, {"user_id": user_id}))
+
+    # --- history: resume and rewind ---------------------------------------------------------
+
+    def _start_catch_up(self, hub: AppHub, conn: Connection, name: str) -> CatchingUp | None:
+        """Hold the socket's live frames on ``name`` from now until its history is sent."""
+        channel = hub.channels.get(name)
+        if channel is None or conn.socket_id not in channel.sockets:
+            return None
+        earlier = channel.catching.get(conn.socket_id)
+        if earlier is not None and earlier.held is not None:
+            return None  # one history read at a time per socket and channel
+        # An earlier catch-up that only waits to skip in-flight duplicates is replaced: this one
+        # reads at least as far, and skips the same frames.
+        catching = channel.catching[conn.socket_id] = CatchingUp()
+        return catching
+
+    async def _catch_up(
+        self, hub: AppHub, conn: Connection, action: CatchUp, *, fresh: bool, catching: CatchingUp | None = None
+    ) -> None:
+        """Send history and its end marker, then the live frames held meanwhile, then go live: in
+        serial order, each event once.
+
+        ``fresh``: asked for in the subscribe itself, so nothing went out live before the hold.
+        Otherwise the socket may have had live events since its subscribe; those are not sent again.
+        """
+        name = action.channel
+        if catching is None:
+            catching = self._start_catch_up(hub, conn, name)
+            if catching is None:
+                # One history read at a time per socket and channel (or the join did not complete).
+                if action.is_resume:
+                    conn.send(messages.resumed(name, False, None, 0, "busy"))
+                else:
+                    conn.send(messages.rewound(name, 0, None, 0, "busy"))
+                return
+        channel = hub.channels[name]
+        live = None if fresh else channel.live_range(conn.socket_id)
+        if action.is_resume:
+            history = await self.backend.history(
+                hub.app.id, name, after=action.serial, limit=action.limit, max_age=action.max_age
+            )
+        else:
+            max_age = action.seconds if action.seconds is not None else action.max_age
+            limit = action.count if action.count is not None else action.limit
+            history = await self.backend.history(hub.app.id, name, after=None, limit=limit, max_age=max_age)
+        if hub.channels.get(name) is not channel or channel.catching.get(conn.socket_id) is not catching:
+            return  # unsubscribed or gone meanwhile
+        del channel.catching[conn.socket_id]
+        reason = self._unrecoverable(action, history, catching)
+        if reason is not None:
+            # Nothing replayed: the client must refetch its state; live frames held meanwhile follow.
+            if action.is_resume:
+                metrics.RESUMES.labels(outcome=reason).inc()
+                conn.send(messages.resumed(name, False, history.epoch, history.serial, reason))
+            else:
+                conn.send(messages.rewound(name, 0, history.epoch, history.serial, reason))
+            self._release(conn, catching, None, 0)
+            return
+        sent = 0
+        for serial, frame in history.entries:
+            if live is not None and live[0] < serial <= live[1]:
+                continue  # it reached this socket live after the subscribe
+            conn.send(messages.as_replayed(frame))
+            sent += 1
+        upto = max(history.serial, live[1] if live is not None else 0)
+        metrics.REPLAYED.inc(sent)
+        if action.is_resume:
+            metrics.RESUMES.labels(outcome="recovered").inc()
+            conn.send(messages.resumed(name, True, history.epoch, upto))
+        else:
+            conn.send(messages.rewound(name, sent, history.epoch, upto))
+        self._release(conn, catching, history.epoch, upto)
+        if not catching.caught_up(channel.last):
+            channel.catching[conn.socket_id] = catching  # skip live frames the replay already sent
+
+    @staticmethod
+    def _unrecoverable(action: CatchUp, history: History, catching: CatchingUp) -> str | None:
+        """Why a resume cannot give back everything missed, or None when it can."""
+        if not history.available:
+            return "unavailable"
+        if catching.overflowed:
+            return "overflow"
+        if not action.is_resume:
+            return None
+        assert action.serial is not None and action.epoch is not None
+        entries = history.entries
+        first = entries[0][0] if entries else None
+        return gap(action.epoch, action.serial, history.epoch, history.serial, first, len(entries))
+
+    @staticmethod
+    def _release(conn: Connection, catching: CatchingUp, epoch: str | None, upto: int) -> None:
+        """Write the live frames held during the read that the replay did not already send."""
+        held, catching.held = catching.held or [], None
+        catching.epoch, catching.upto = epoch or "", upto
+        for frame, serial, frame_epoch in held:
+            if serial and frame_epoch == catching.epoch and serial <= catching.upto:
+                continue
+            conn.write(frame)
+            if serial and frame_epoch == catching.epoch:
+                catching.upto = serial
 
     # --- users ------------------------------------------------------------------------------
 

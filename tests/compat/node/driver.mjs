@@ -9,13 +9,14 @@
 // as JSON lines on stdout, one write per line. Library logs and driver diagnostics go to stderr.
 //
 // Commands ({"cmd": ..., "id": optional, echoed in the "ack"}):
-//   pusher-js   connect {raw?, user?, auth_params?}
+//   pusher-js   connect {raw?, wire?, user?, auth_params?}
 //               subscribe {channel}     bind {channel, event}     unsubscribe {channel}
 //               trigger {channel, event, data}      trigger_burst {channel, event, count}
 //               send_event {event, data, channel?}  (a raw frame, past pusher-js' own checks)
-//               presence_state {channel}            disconnect      state
+//               presence_state {channel}            disconnect      reconnect (pusher.connect())
+//               state
 //   sign-in     signin     user_bind {event}     watchlist_bind {event}     user_state
-//   laravel-echo  echo_connect {raw?, namespace?, user?, auth_params?}
+//   laravel-echo  echo_connect {raw?, wire?, namespace?, user?, auth_params?}
 //                 echo_listen {kind: channel|private|encryptedPrivate|join, channel, event}
 //                 echo_join {channel}                 (with here(), joining() and leaving())
 //                 echo_whisper {kind, channel, event, data}
@@ -27,6 +28,12 @@
 // the auth and user-auth endpoints (user_id, user_info and watchlist as JSON), which is how the
 // test app back end knows who this client is.
 //
+// "wire": true also reports every frame as it came off the WebSocket, before pusher-js' parsing
+// keeps only event, channel, data and user_id: after each "connected", the driver binds the
+// transport's own 'message' event (pusher.connection.connection.transport) and emits "raw". The
+// frame's "data" is left as sent (a JSON string for channel events). pusher-js handles each frame
+// first, so a frame's "raw" comes after whatever the app's callbacks saw of it.
+//
 // Observations ({"type": ..., "t": ms since start}):
 //   ready, ack {cmd, id, ok, error?}, state {previous, current}, connected {socket_id},
 //   connection_error {error}, subscription_succeeded {channel, members? (presence), client?},
@@ -37,7 +44,8 @@
 //   user_event {event, data, via}, watchlist_event {event, user_ids, via},
 //   echo_here {channel, users}, echo_joining / echo_leaving {channel, user},
 //   whisper {channel, event, data, metadata},
-//   message {event, channel, data, user_id} (every frame received, only with raw: true), fatal {error}
+//   message {event, channel, data, user_id} (every frame received, only with raw: true),
+//   raw {frame} (every frame received after the handshake, whole, only with wire: true), fatal {error}
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import readline from 'node:readline';
@@ -125,10 +133,11 @@ function describeMembers(members) {
   return { count: members.count, my_id: members.myID, me: members.me, list };
 }
 
-function watchConnection(raw) {
+function watchConnection(raw, wire) {
   const conn = pusher.connection;
   conn.bind('state_change', ({ previous, current }) => emit({ type: 'state', previous, current }));
   conn.bind('connected', () => emit({ type: 'connected', socket_id: conn.socket_id }));
+  if (wire) conn.bind('connected', () => watchWire(conn));
   conn.bind('error', (err) => emit({ type: 'connection_error', error: describe(err?.error ?? err) }));
   // pusher-js' UserFacade handled pusher:signin_success before this (it bound first): by now it
   // has parsed user_data and asked for the #server-to-user- channel.
@@ -148,6 +157,25 @@ function watchConnection(raw) {
   pusher.user.watchlist.bind_global((event, data) =>
     emit({ type: 'watchlist_event', event, user_ids: data?.user_ids ?? null, via: 'global' }),
   );
+}
+
+// Each connection has its own transport: bound again after every (re)connect. pusher-js sends its
+// subscribes on 'connected' too, but their answers arrive in a later turn, after this bind.
+function watchWire(conn) {
+  const transport = conn.connection?.transport;
+  if (!transport) {
+    emit({ type: 'fatal', error: 'wire: no transport on the connected connection' });
+    return;
+  }
+  transport.bind('message', (messageEvent) => {
+    let frame;
+    try {
+      frame = JSON.parse(messageEvent.data);
+    } catch {
+      frame = { unparsed: String(messageEvent.data) };
+    }
+    emit({ type: 'raw', frame });
+  });
 }
 
 function reportSignin() {
@@ -230,7 +258,7 @@ const commands = {
       channelAuthorization: { endpoint: args['auth-endpoint'], transport: 'ajax', params },
       userAuthentication: { endpoint: userAuthEndpoint, transport: 'ajax', params },
     });
-    watchConnection(cmd.raw);
+    watchConnection(cmd.raw, cmd.wire);
   },
   subscribe(cmd) {
     watchChannel(requirePusher().subscribe(cmd.channel));
@@ -291,6 +319,10 @@ const commands = {
   disconnect() {
     requirePusher().disconnect();
   },
+  reconnect() {
+    // The same Pusher instance: its channels are subscribed again once connected.
+    requirePusher().connect();
+  },
   state() {
     const p = requirePusher();
     return { state: p.connection.state, socket_id: p.connection.socket_id ?? null };
@@ -309,7 +341,7 @@ const commands = {
       ...(cmd.namespace !== undefined ? { namespace: cmd.namespace } : {}),
     });
     pusher = echo.connector.pusher;
-    watchConnection(cmd.raw);
+    watchConnection(cmd.raw, cmd.wire);
   },
   echo_listen(cmd) {
     const ch = echoChannel(cmd.kind ?? 'channel', cmd.channel);
