@@ -21,9 +21,9 @@ from ..scaling.memory import MemoryBackend
 from . import http_api
 from .config import Settings
 from .keys import NODE
+from .listener import FrontDoor
 from .state import Node
 from .webhooks import AppWebhooks, Policy, Target, Webhooks
-from .ws import websocket
 
 log = logging.getLogger("clarion.server")
 
@@ -39,6 +39,11 @@ async def ready(request: web.Request) -> web.Response:
     if node.ready:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
+
+
+async def not_upgraded(request: web.Request) -> web.Response:
+    """``/app/{key}`` without a WebSocket upgrade (upgrades never reach aiohttp)."""
+    return web.json_response({"error": "WebSocket upgrade expected"}, status=400)
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -119,18 +124,17 @@ def build_app(settings: Settings) -> web.Application:
     async def goodbye(app: web.Application) -> None:
         # Tell clients to reconnect now (4200), to another node behind the balancer, rather
         # than leaving them to notice a dead socket.
-        closing = [
-            task
-            for hub in node.hubs.values()
-            for conn in list(hub.connections.values())
-            if (task := conn.close(4200, "Server shutting down")) is not None
-        ]
-        if closing:
-            await asyncio.wait(closing, timeout=3.0)
+        for hub in node.hubs.values():
+            for conn in list(hub.connections.values()):
+                conn.close(4200, "Server shutting down")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        while any(hub.connections for hub in node.hubs.values()) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     application.cleanup_ctx.append(lifecycle)
     application.on_shutdown.append(goodbye)
-    application.router.add_get("/app/{key}", websocket)
+    application.router.add_get("/app/{key}", not_upgraded)
     http_api.add_routes(application.router)
     application.router.add_get("/health", health)
     application.router.add_get("/ready", ready)
@@ -182,21 +186,26 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     )
     await runner.setup()
     context = _ssl_context(settings)
-    site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=context, backlog=4096, reuse_port=reuse_port or None
+    node = application[NODE]
+    http = runner.server
+    assert http is not None
+    loop = asyncio.get_running_loop()
+    # One listening socket: the front door takes WebSocket upgrades and hands the rest to aiohttp.
+    server = await loop.create_server(
+        lambda: FrontDoor(node, http),
+        settings.host,
+        settings.port,
+        ssl=context,
+        backlog=4096,
+        reuse_port=reuse_port or None,
     )
-    await site.start()
-    port = settings.port
-    for address in runner.addresses:  # the real port when 0 was asked for
-        port = address[1]
-        break
+    port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
     if announce:
         scheme = "https" if context else "http"
         print(f"clarion: listening on {scheme}://{settings.host}:{port}", flush=True)
         if settings.dev_app and not reuse_port:
             print(dev_banner(settings, port), flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     orphan_watch = asyncio.create_task(_stop_when_orphaned(stop)) if reuse_port else None
@@ -206,4 +215,5 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
         if orphan_watch is not None:
             orphan_watch.cancel()
         log.info("shutting down")
+        server.close()
         await runner.cleanup()

@@ -48,6 +48,7 @@ _SERVER_ENV: dict[str, str] = {
     "CLARION_PONG_TIMEOUT": "pong_timeout",
     "CLARION_HANDSHAKE_TIMEOUT": "handshake_timeout",
     "CLARION_MAX_BUFFER": "max_buffer",
+    "CLARION_LOOP": "loop",
     "CLARION_NODE_TTL": "node_ttl",
     "CLARION_WEBHOOK_DELAY": "webhook_delay",
     "CLARION_WEBHOOK_RETRY_FOR": "webhook_retry_for",
@@ -197,6 +198,7 @@ class Settings(BaseModel):
     pong_timeout: float = Field(default=30.0, gt=0, le=600)
     handshake_timeout: float = Field(default=10.0, gt=0, le=600)
     max_buffer: int = Field(default=1024 * 1024, ge=16 * 1024)
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
     node_ttl: float = Field(default=15.0, ge=1, le=300)
     webhook_delay: float = Field(default=3.0, ge=0, le=60)
     webhook_retry_for: float = Field(default=300.0, ge=0, le=24 * 3600)

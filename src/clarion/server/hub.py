@@ -214,6 +214,25 @@ class AppHub:
                 sent += 1
         return sent
 
+    def deliver_many(self, name: str, frames: list[tuple[bytes, int, str]]) -> int:
+        """Several frames for one channel, as one write per subscriber. Counts deliveries."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        if channel.catching:
+            return sum(self.deliver(name, frame, None, serial, epoch) for frame, serial, epoch in frames)
+        for _, serial, epoch in frames:
+            if serial:
+                channel.last = (epoch, serial)
+                if channel.first is None:
+                    channel.first = channel.last
+        joined = b"".join(frame for frame, _, _ in frames)
+        sent = 0
+        for conn in channel.sockets.values():
+            if conn.write(joined):
+                sent += 1
+        return sent * len(frames)
+
     def _deliver_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
         """The slower loop, only while some socket on the channel is catching up."""
         sent = 0

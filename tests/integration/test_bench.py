@@ -1,0 +1,270 @@
+"""``clarion bench``: the real command, run as a user runs it, at CI size (no timing assertions).
+
+Start mode against a fresh Clarion, ``--compare baseline``, ``--plot``, an external server with
+``--server-pid`` at ``--rate 0``, and a faulty server that drops events and a socket, to prove that
+loss and disconnects are reported and fail ``--assert-no-loss``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from conftest import ROOT, RunningServer
+
+RUN_KEYS = (
+    "label",
+    "subscribers",
+    "connect_failures",
+    "connect_rate_per_s",
+    "events_requested",
+    "events_sent",
+    "events_accepted",
+    "events_failed",
+    "rate_achieved",
+    "expected",
+    "delivered",
+    "lost",
+    "duplicates",
+    "unexpected",
+    "disconnects",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "server_rss_before_bytes",
+    "server_rss_connected_bytes",
+    "server_rss_per_connection_bytes",
+    "server_cpu_seconds",
+    "server_cpu_us_per_delivery",
+    "timeline",
+    "ok",
+)
+RATIO_KEYS = (
+    "server_cpu_us_per_delivery",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "server_rss_per_connection_bytes",
+    "connect_rate_per_s",
+)
+
+
+def _env() -> dict[str, str]:
+    # A started Clarion may join Redis (the CI pass with CLARION_SCALING=redis): its own cluster.
+    return {**os.environ, "CLARION_SCALING_PREFIX": f"bench-test-{uuid.uuid4().hex[:12]}"}
+
+
+def bench(*args: str, expect_rc: int = 0, timeout: float = 100) -> tuple[dict[str, Any], str]:
+    """Run ``clarion bench ARGS --json``; its JSON document and stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "clarion", "bench", *args, "--json"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == expect_rc, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return json.loads(proc.stdout), proc.stderr
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def assert_clean(run: dict[str, Any], subscribers: int) -> None:
+    assert run["subscribers"] == subscribers, run
+    assert run["connect_failures"] == 0, run["connect_errors"]
+    assert run["events_accepted"] > 0, run
+    assert run["events_failed"] == 0, run["api_errors"]
+    assert run["expected"] == run["events_accepted"] * subscribers, run
+    assert run["delivered"] == run["expected"], run
+    assert run["lost"] == 0, run
+    assert run["duplicates"] == 0, run
+    assert run["unexpected"] == 0, run
+    assert run["disconnects"] == 0, run
+    assert run["ok"] is True
+
+
+def test_start_mode_smoke() -> None:
+    doc, stderr = bench("--subscribers", "50", "--rate", "20", "--duration", "2", "--assert-no-loss")
+    assert doc["schema"] == 1
+    assert doc["ok"] is True and doc["lost"] == 0 and doc["ratios"] is None
+    assert doc["params"]["subscribers"] == 50 and doc["params"]["target"] == "start"
+    [run] = doc["runs"]
+    for key in RUN_KEYS:
+        assert key in run, key
+    assert run["label"] == "clarion"
+    assert_clean(run, 50)
+    assert run["events_accepted"] <= run["events_requested"] == 40  # paced: never more than asked
+    latencies = [run[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms")]
+    assert all(is_number(v) and v > 0 for v in latencies), latencies
+    assert latencies == sorted(latencies)
+    assert run["latency_samples"] == run["delivered"]
+    assert is_number(run["connect_rate_per_s"]) and run["connect_rate_per_s"] > 0
+    # The server's own figures, read from /proc of the started server.
+    assert isinstance(run["server_pid"], int) and run["server_processes"] >= 1
+    assert is_number(run["server_cpu_us_per_delivery"]) and run["server_cpu_us_per_delivery"] >= 0
+    assert is_number(run["server_cpu_seconds"])
+    assert is_number(run["server_rss_per_connection_bytes"])
+    assert run["server_rss_before_bytes"] > 0 and run["server_rss_connected_bytes"] > 0
+    assert run["timeline"] and all(w["samples"] > 0 for w in run["timeline"])
+    assert doc["summary"]["clarion"]["delivered"] == run["delivered"]
+    assert "subscribed 50/50" in stderr  # the progress lines
+
+
+def test_compare_baseline() -> None:
+    doc, _ = bench("--subscribers", "20", "--rate", "20", "--duration", "1", "--compare", "baseline", "--rounds", "1")
+    labels = [run["label"] for run in doc["runs"]]
+    assert labels == ["clarion", "baseline"]
+    for run in doc["runs"]:
+        assert_clean(run, 20)
+        assert is_number(run["server_cpu_us_per_delivery"]), run["label"]
+        assert is_number(run["server_rss_per_connection_bytes"]), run["label"]
+    assert set(doc["summary"]) == {"clarion", "baseline"}
+    assert all(entry["lost"] == 0 and entry["ok"] for entry in doc["summary"].values())
+    assert set(doc["ratios"]) == set(RATIO_KEYS)
+    for key in ("latency_p50_ms", "latency_p99_ms", "connect_rate_per_s"):
+        assert is_number(doc["ratios"][key]) and doc["ratios"][key] > 0, key
+    assert doc["ok"] is True
+
+
+def test_plot_writes_png(tmp_path: Path) -> None:
+    png = tmp_path / "latency.png"
+    doc, stderr = bench("--subscribers", "10", "--rate", "20", "--duration", "1", "--plot", str(png))
+    assert doc["runs"][0]["delivered"] == doc["runs"][0]["expected"] > 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000  # two charts, not an empty canvas
+    assert "plot written" in stderr
+
+
+def test_external_server_idle_rss(server: RunningServer) -> None:
+    """``--url`` with ``--server-pid`` at ``--rate 0``: connect, hold, measure memory; no events."""
+    doc, _ = bench(
+        *("--url", server.http_url, "--app-id", server.app_id, "--key", server.key, "--secret", server.secret),
+        *("--server-pid", str(server.proc.pid), "--subscribers", "40", "--rate", "0", "--duration", "1"),
+        "--assert-no-loss",
+    )
+    [run] = doc["runs"]
+    assert run["label"] == "external" and doc["params"]["target"] == server.http_url
+    assert run["subscribers"] == 40 and run["connect_failures"] == 0 and run["disconnects"] == 0
+    assert run["events_sent"] == 0 and run["expected"] == 0 and run["delivered"] == 0
+    assert run["latency_p50_ms"] is None and run["server_cpu_us_per_delivery"] is None
+    assert run["server_pid"] == server.proc.pid
+    assert is_number(run["server_rss_per_connection_bytes"])
+    assert run["server_rss_connected_bytes"] > 0
+
+
+def test_external_server_bad_secret_is_reported(server: RunningServer) -> None:
+    """Refused API calls are counted, never taken as deliveries."""
+    doc, _ = bench(
+        *("--url", server.http_url, "--app-id", server.app_id, "--key", server.key, "--secret", "wrong-secret"),
+        *("--subscribers", "5", "--rate", "20", "--duration", "0.5"),
+    )
+    [run] = doc["runs"]
+    assert run["events_accepted"] == 0 and run["events_failed"] == run["events_sent"] > 0
+    assert set(run["api_errors"]) == {"401"}
+    assert run["expected"] == run["delivered"] == 0
+
+
+def test_usage_errors() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "clarion", "bench", "--url", "http://127.0.0.1:1", "--key", "k"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "--secret" in proc.stderr
+
+
+# --- a faulty server: loss and a dropped socket must show -----------------------------------
+
+
+class Faulty:
+    """Speaks the protocol, accepts every API call, but delivers only even-numbered calls, drops
+    the first subscriber's socket at the third call and sends the fourth twice to the last one."""
+
+    def __init__(self) -> None:
+        self.sockets: list[web.WebSocketResponse] = []
+        self.calls = 0
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        data = json.dumps({"socket_id": f"1.{len(self.sockets)}", "activity_timeout": 120})
+        await ws.send_str(json.dumps({"event": "pusher:connection_established", "data": data}))
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            if frame["event"] == "pusher:subscribe":
+                self.sockets.append(ws)
+                channel = frame["data"]["channel"]
+                await ws.send_str(
+                    json.dumps({"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": "{}"})
+                )
+        return ws
+
+    async def events(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.calls += 1
+        if self.calls == 3 and self.sockets:
+            await self.sockets[0].close(code=4100, message=b"dropped by the faulty test server")
+        if self.calls % 2 == 0:
+            text = json.dumps({"event": body["name"], "channel": body["channel"], "data": body["data"]})
+            for ws in self.sockets:
+                if not ws.closed:
+                    await ws.send_str(text)
+            if self.calls == 4:
+                await self.sockets[-1].send_str(text)
+        return web.json_response({})
+
+
+async def test_loss_and_disconnects_fail_assert_no_loss() -> None:
+    faulty = Faulty()
+    app = web.Application()
+    app.router.add_get("/app/{key}", faulty.websocket)
+    app.router.add_post("/apps/{app_id}/events", faulty.events)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "clarion", "bench", "--url", f"http://127.0.0.1:{port}"),
+            *("--app-id", "1", "--key", "k", "--secret", "s", "--subscribers", "6", "--rate", "20"),
+            *("--duration", "1", "--json", "--assert-no-loss"),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 1, stderr.decode()
+    assert b"--assert-no-loss" in stderr
+    doc = json.loads(stdout)
+    [run] = doc["runs"]
+    assert doc["ok"] is False and run["ok"] is False
+    accepted = run["events_accepted"]
+    assert accepted == faulty.calls >= 4
+    assert run["expected"] == accepted * 6
+    # Odd calls reach nobody; after the drop, 5 of 6 sockets get the even ones.
+    assert run["lost"] > accepted // 2 * 6 - 6
+    assert run["delivered"] + run["lost"] == run["expected"]
+    assert run["disconnects"] == 1 and run["disconnect_codes"] == {"4100": 1}
+    assert doc["lost"] == run["lost"]
+    assert run["duplicates"] == 1 and doc["duplicates"] == 1
