@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from clarion.protocol.signatures import user_auth
 from pusherclient import PusherSocket, api_call, expect_error, fresh, payload, still_open, wait_for
+from redisproc import SHARED_REDIS_URL
 
 
 async def send_signin(sock: PusherSocket, server: Any, user_data: str, *, secret: str | None = None) -> None:
@@ -300,6 +302,32 @@ async def test_signin_with_a_watchlist_reports_who_is_online_and_offline(server,
 
     await sign_in(watcher, server, fresh("watcher-"), watchlist=[online, offline])
     assert watch_events(await watcher.recv()) == {"online": [online], "offline": [offline]}
+
+
+async def test_the_watchlist_snapshot_comes_before_any_change_heard_while_it_is_read(server_factory, connect) -> None:
+    # Through Redis a user's "online" travels the bus while the watcher signs in: it must not
+    # overtake the watcher's snapshot, and must not be lost either (it follows the snapshot).
+    server = server_factory(
+        env={
+            "CLARION_SCALING": "redis",
+            "CLARION_REDIS_URL": SHARED_REDIS_URL,
+            "CLARION_SCALING_PREFIX": f"watch-{uuid.uuid4().hex[:12]}",
+        }
+    )
+    for _ in range(100):  # a race: each round is one more chance for it to show
+        online, offline = fresh("here-"), fresh("away-")
+        present, watcher = await connect(server), await connect(server)
+        await send_signin(present, server, json.dumps({"id": online}))
+        await send_signin(watcher, server, json.dumps({"id": fresh("watcher-"), "watchlist": [online, offline]}))
+        await watcher.expect("pusher:signin_success")
+        first = watch_events(await watcher.recv())
+        if first != {"online": [online], "offline": [offline]}:
+            # The snapshot may say "offline" for a user whose "online" was still on its way; then
+            # that change must come right after it.
+            assert first == {"offline": [online, offline]}, first
+            assert watch_events(await watcher.recv()) == {"online": [online]}
+        await present.close()
+        await watcher.close()
 
 
 async def test_watched_user_coming_online_and_going_offline_after_the_last_tab(server, connect) -> None:

@@ -73,7 +73,7 @@ class Connection(asyncio.Protocol):
         self.reason = "client"
         self.opened = time.monotonic()
         self._buffer: bytearray | None = None  # bytes of an unfinished frame
-        self._fragments: list[bytes] | None = None  # parts of an unfinished message
+        self._fragments: bytearray | None = None  # an unfinished message: its opcode, then its parts
         self._queue: list[str] | None = None  # frames waiting for the worker
         self._worker: asyncio.Task[None] | None = None
 
@@ -151,21 +151,21 @@ class Connection(asyncio.Protocol):
                 if fragments is None:
                     self._fail(frames.PROTOCOL_ERROR, "continuation without a message")
                     return
-                fragments.append(payload)
-                if sum(map(len, fragments)) > self.max_message:
+                fragments += payload  # a running total: no re-summing per fragment
+                if len(fragments) - 1 > self.max_message:
                     self._fail(frames.TOO_BIG, "message too big")
                     return
                 if not fin:
                     return
                 self._fragments = None
-                kind = fragments[0][0]
-                payload = b"".join(fragments)[1:]
+                kind = fragments[0]
+                payload = bytes(memoryview(fragments)[1:])
             elif fragments is not None:
                 self._fail(frames.PROTOCOL_ERROR, "a new message inside a fragmented one")
                 return
             elif not fin:
                 # Remember the opcode in front of the first part.
-                self._fragments = [bytes((opcode,)) + payload]
+                self._fragments = bytearray((opcode,)) + payload
                 return
             else:
                 kind = opcode

@@ -129,8 +129,12 @@ class FrontDoor(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         if end < 0:
-            if len(buffer) > MAX_HEAD:
+            # Too long once even the earliest possible end of the head would be past the limit.
+            if len(buffer) - 3 > MAX_HEAD:
                 self._answer(431, "Request Header Fields Too Large")
+            return
+        if end > MAX_HEAD:  # a whole head in one read is held to the same limit
+            self._answer(431, "Request Header Fields Too Large")
             return
         if self._timer is not None:
             self._timer.cancel()

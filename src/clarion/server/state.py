@@ -54,6 +54,7 @@ class Node:
         self._counts_pending: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._pending: list[Envelope] = []  # bus events of this loop turn, written together
+        self._watch_held: dict[str, list[bytes]] = {}  # socket_id → watchlist events held for it
         self._counts_lock = asyncio.Lock()
 
     def new_socket_id(self) -> str:
@@ -428,13 +429,22 @@ class Node:
         conn.send(messages.encode("pusher:signin_success", {"user_data": action.user_data}))
         log.info("signed in", extra=fields(app_id=app.id, socket_id=conn.socket_id, user_id=action.user_id))
         if action.watchlist:
-            online = await self.backend.online(app.id, action.watchlist)
+            # The socket already watches (so no change is missed), but the snapshot must come
+            # first: changes heard while it is read are held for this socket and follow it.
+            held: list[bytes] = []
+            self._watch_held[conn.socket_id] = held
+            try:
+                online = await self.backend.online(app.id, action.watchlist)
+            finally:
+                del self._watch_held[conn.socket_id]
             statuses = (
                 ("online", [user for user in action.watchlist if user in online]),
                 ("offline", [user for user in action.watchlist if user not in online]),
             )
             events = [{"name": name, "user_ids": ids} for name, ids in statuses if ids]
             conn.send(messages.encode("pusher_internal:watchlist_events", {"events": events}))
+            for frame in held:
+                conn.write(frame)
         if came_online_here and await self.backend.user_online(app.id, action.user_id):
             await self.backend.control(Control("online", app.id, {"user_id": action.user_id}))
 
@@ -445,8 +455,13 @@ class Node:
         frame = text_frame(
             messages.encode("pusher_internal:watchlist_events", {"events": [{"name": status, "user_ids": [user_id]}]})
         )
+        held = self._watch_held
         for conn in watching.values():
-            conn.write(frame)
+            waiting = held.get(conn.socket_id) if held else None
+            if waiting is not None:
+                waiting.append(frame)
+            else:
+                conn.write(frame)
 
     async def terminate_user(self, app: App, user_id: str) -> None:
         """Close every socket signed in as ``user_id``, on every node."""

@@ -1,0 +1,682 @@
+"""RFC 6455 over real sockets: every byte written by hand, against a real ``clarion serve``.
+
+The front door (listener.py) reads the handshake itself and the connection protocol
+(connection.py) parses frames itself, so these tests check the parts no library client would
+send: fragments, control frames between them, broken frames, odd TCP segmentation, bad heads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import struct
+from typing import Any
+
+from clarion.protocol import signatures
+from clarion.server.listener import accept_key
+from pusherclient import PusherSocket, api_call, fresh, payload, signed_query
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+# The app's max_message_size (10 KiB) plus the envelope allowance: the largest message accepted.
+MAX_MESSAGE = 10 * 1024 + 8 * 1024
+
+
+def frame(opcode: int, data: bytes = b"", *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
+    """One client frame, masked (unless told otherwise) with a random key."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    bit = 0x80 if masked else 0
+    size = len(data)
+    if size < 126:
+        head = bytes((first, bit | size))
+    elif size < 65536:
+        head = struct.pack("!BBH", first, bit | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, size)
+    if not masked:
+        return head + data
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def text(message: Any, *, fin: bool = True) -> bytes:
+    return frame(TEXT, (message if isinstance(message, str) else json.dumps(message)).encode(), fin=fin)
+
+
+def handshake(server: Any, *, target: str | None = None, drop: tuple[str, ...] = (), **changes: str) -> bytes:
+    headers = {
+        "Host": f"{server.host}:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    headers = {name: value for name, value in headers.items() if name not in drop}
+    headers.update({name.replace("_", "-"): value for name, value in changes.items()})
+    lines = [f"GET {target or f'/app/{server.key}?protocol=7&client=raw'} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class RawSocket:
+    """A TCP connection driven byte by byte: a WebSocket client, or a plain HTTP one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.socket_id = ""
+
+    @classmethod
+    async def connect(cls, server: Any) -> RawSocket:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        return cls(reader, writer)
+
+    @classmethod
+    async def open(cls, server: Any) -> RawSocket:
+        """Connected, upgraded and past ``connection_established``."""
+        sock = await cls.connect(server)
+        await sock.upgrade(handshake(server))
+        await sock.established()
+        return sock
+
+    async def send(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.writer.write(chunk)
+            await self.writer.drain()
+
+    async def upgrade(self, request: bytes) -> None:
+        """Send the handshake; the answer must be 101 with the right accept key."""
+        await self.send(request)
+        status, headers = await self.response_head()
+        assert status == 101, (status, headers)
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+        assert headers["sec-websocket-accept"] == accept_key(key)
+        assert headers["upgrade"].lower() == "websocket"
+
+    async def established(self) -> None:
+        hello = await self.expect("pusher:connection_established")
+        self.socket_id = payload(hello)["socket_id"]
+
+    async def response_head(self, timeout: float = 3.0) -> tuple[int, dict[str, str]]:
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        line, *rest = raw.decode("latin-1").split("\r\n")
+        headers = {}
+        for header in rest:
+            if header:
+                name, _, value = header.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        return int(line.split(" ")[1]), headers
+
+    async def response(self, timeout: float = 3.0) -> tuple[int, dict[str, str], bytes]:
+        status, headers = await self.response_head(timeout)
+        body = await asyncio.wait_for(self.reader.readexactly(int(headers["content-length"])), timeout)
+        return status, headers, body
+
+    async def recv_frame(self, timeout: float = 3.0) -> tuple[int, bool, bytes]:
+        async def read() -> tuple[int, bool, bytes]:
+            first, second = await self.reader.readexactly(2)
+            assert not second & 0x80, "server frames are unmasked"
+            assert not first & 0x70, "no reserved bits"
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            return first & 0x0F, bool(first & 0x80), await self.reader.readexactly(size)
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
+        opcode, fin, data = await self.recv_frame(timeout)
+        assert (opcode, fin) == (TEXT, True), (opcode, fin, data)
+        return json.loads(data)
+
+    async def expect(self, event: str, channel: str | None = None) -> dict[str, Any]:
+        message = await self.recv()
+        assert message["event"] == event, message
+        if channel is not None:
+            assert message.get("channel") == channel, message
+        return message
+
+    async def closed_with(self, timeout: float = 3.0) -> int:
+        """The server's close frame (skipping any text frames before it), then the TCP close."""
+        while True:
+            opcode, _, data = await self.recv_frame(timeout)
+            if opcode == CLOSE:
+                break
+            assert opcode == TEXT, (opcode, data)
+        (code,) = struct.unpack("!H", data[:2])
+        assert data[2:].decode() is not None  # the reason is UTF-8
+        await self.eof(timeout)
+        return code
+
+    async def eof(self, timeout: float = 3.0) -> None:
+        assert await asyncio.wait_for(self.reader.read(), timeout) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+async def publish(server: Any, channel: str, event: str, data: str = "{}") -> None:
+    status, _ = await api_call(
+        server.http_url,
+        server.key,
+        server.secret,
+        "POST",
+        f"/apps/{server.app_id}/events",
+        {"name": event, "channel": channel, "data": data},
+    )
+    assert status == 200
+
+
+async def still_serving(server: Any) -> None:
+    """A fresh client still connects, subscribes and gets a published event."""
+    channel = fresh("alive-")
+    async with await PusherSocket.open(server.ws_url()) as sock:
+        answer = await sock.subscribe(channel)
+        assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+        await publish(server, channel, "alive")
+        await sock.expect("alive", channel)
+
+
+async def gets_events(server: Any, sock: RawSocket) -> None:
+    """``sock`` subscribes and receives a published event."""
+    channel = fresh("raw-")
+    await sock.send(text({"event": "pusher:subscribe", "data": {"channel": channel}}))
+    await sock.expect("pusher_internal:subscription_succeeded", channel)
+    await publish(server, channel, "hello", '{"n":1}')
+    event = await sock.expect("hello", channel)
+    assert event["data"] == '{"n":1}'
+
+
+# --- fragments and control frames -------------------------------------------------------------
+
+
+async def test_fragmented_subscribe_with_a_ping_between_fragments_is_reassembled(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        channel = fresh("frag-")
+        message = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
+        await sock.send(frame(TEXT, message[:5], fin=False))
+        await sock.send(frame(PING, b"between"))
+        # The ping is answered at once, while the message is still unfinished.
+        assert await sock.recv_frame() == (PONG, True, b"between")
+        await sock.send(frame(CONTINUATION, message[5:20], fin=False), frame(CONTINUATION, b"", fin=False))
+        await sock.send(frame(CONTINUATION, message[20:], fin=True))
+        await sock.expect("pusher_internal:subscription_succeeded", channel)
+        await publish(server, channel, "after-fragments")
+        await sock.expect("after-fragments", channel)
+    finally:
+        await sock.close()
+
+
+async def test_fragments_and_interleaved_pings_in_one_write_are_handled_in_order(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        message = b'{"event":"pusher:ping","data":{}}'
+        await sock.send(
+            frame(TEXT, message[:1], fin=False)
+            + frame(PING, b"one")
+            + frame(CONTINUATION, message[1:10], fin=False)
+            + frame(PONG, b"unsolicited")  # ignored, as RFC 6455 allows
+            + frame(PING, b"two")
+            + frame(CONTINUATION, message[10:], fin=True)
+        )
+        assert await sock.recv_frame() == (PONG, True, b"one")
+        assert await sock.recv_frame() == (PONG, True, b"two")
+        await sock.expect("pusher:pong")
+    finally:
+        await sock.close()
+
+
+async def test_a_utf8_character_split_across_fragments_is_valid(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        channel = fresh("utf8-")
+        subscribe = {"event": "pusher:subscribe", "data": {"channel": channel}, "x": "é€😀"}
+        message = json.dumps(subscribe, ensure_ascii=False).encode()
+        cut = message.index("€".encode()) + 1  # inside the 3-byte character
+        await sock.send(frame(TEXT, message[:cut], fin=False), frame(CONTINUATION, message[cut:]))
+        await sock.expect("pusher_internal:subscription_succeeded", channel)
+    finally:
+        await sock.close()
+
+
+async def test_fragmented_message_of_exactly_the_limit_is_accepted(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        shell = '{"event":"pusher:ping","data":"%s"}'
+        message = (shell % ("x" * (MAX_MESSAGE - len(shell) + 2))).encode()
+        assert len(message) == MAX_MESSAGE
+        # Whole, it is accepted; so it must be in fragments too.
+        await sock.send(frame(TEXT, message))
+        await sock.expect("pusher:pong")
+        half = len(message) // 2
+        await sock.send(frame(TEXT, message[:half], fin=False), frame(CONTINUATION, message[half:]))
+        await sock.expect("pusher:pong")
+    finally:
+        await sock.close()
+
+
+async def test_many_empty_fragments_are_handled_in_linear_time(server) -> None:
+    # 40,000 empty continuation frames (240 KB): re-summing every fragment on each one would
+    # stall the event loop for seconds, for every client of the server.
+    sock = await RawSocket.open(server)
+    bystander = await RawSocket.open(server)
+    try:
+        message = b'{"event":"pusher:ping","data":{}}'
+        empty = frame(CONTINUATION, b"", fin=False)
+        await sock.send(frame(TEXT, message[:5], fin=False) + empty * 40_000 + frame(CONTINUATION, message[5:]))
+        await sock.expect("pusher:pong")
+        await bystander.send(frame(PING, b"prompt"))
+        assert await bystander.recv_frame(timeout=1) == (PONG, True, b"prompt")
+    finally:
+        await sock.close()
+        await bystander.close()
+
+
+async def test_ping_with_payload_gets_pong_with_the_same_payload(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        for data in (b"", b"x", bytes(range(125))):
+            await sock.send(frame(PING, data))
+            assert await sock.recv_frame() == (PONG, True, data)
+        await gets_events(server, sock)
+    finally:
+        await sock.close()
+
+
+async def test_client_close_1000_is_echoed_then_tcp_closes(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
+        assert await sock.recv_frame() == (CLOSE, True, struct.pack("!H", 1000))
+        await sock.eof()
+    finally:
+        await sock.close()
+    await still_serving(server)
+
+
+async def test_client_close_with_an_application_code_is_echoed(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(CLOSE, struct.pack("!H", 4000)))
+        assert await sock.closed_with() == 4000
+    finally:
+        await sock.close()
+
+
+async def test_client_close_without_a_code_is_answered_with_1000(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(CLOSE))
+        assert await sock.closed_with() == 1000
+    finally:
+        await sock.close()
+
+
+async def test_frames_after_the_client_close_are_ignored(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(CLOSE, struct.pack("!H", 1000)) + text({"event": "pusher:ping", "data": {}}))
+        # The close answer and nothing else: no pong for the text frame behind the close.
+        assert await sock.recv_frame() == (CLOSE, True, struct.pack("!H", 1000))
+        await sock.eof()
+    finally:
+        await sock.close()
+
+
+# --- protocol violations ----------------------------------------------------------------------
+
+
+async def check_failure(server: Any, data: bytes, code: int) -> None:
+    """``data`` on an open socket gets close ``code`` and a TCP close; a bystander socket and a
+    fresh client still get events."""
+    bystander = await RawSocket.open(server)
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(data)
+        assert await sock.closed_with() == code
+        await gets_events(server, bystander)
+        await still_serving(server)
+    finally:
+        await sock.close()
+        await bystander.close()
+
+
+async def test_invalid_utf8_text_closes_with_1007(server) -> None:
+    await check_failure(server, frame(TEXT, b'{"event":"pusher:ping","data":"\xff\xfe"}'), 1007)
+
+
+async def test_invalid_utf8_across_fragments_closes_with_1007(server) -> None:
+    await check_failure(server, frame(TEXT, b'{"a":"\xe2\x82', fin=False) + frame(CONTINUATION, b'("}'), 1007)
+
+
+async def test_unmasked_frame_closes_with_1002(server) -> None:
+    await check_failure(server, frame(TEXT, b'{"event":"pusher:ping","data":{}}', masked=False), 1002)
+
+
+async def test_reserved_bit_closes_with_1002(server) -> None:
+    await check_failure(server, frame(TEXT, b'{"event":"pusher:ping","data":{}}', rsv=4), 1002)
+
+
+async def test_unknown_opcode_closes_with_1002(server) -> None:
+    await check_failure(server, frame(0x3, b"?"), 1002)
+
+
+async def test_oversized_ping_closes_with_1002(server) -> None:
+    await check_failure(server, frame(PING, b"p" * 126), 1002)
+
+
+async def test_continuation_without_a_start_closes_with_1002(server) -> None:
+    await check_failure(server, frame(CONTINUATION, b'{"event":"pusher:ping"}'), 1002)
+
+
+async def test_new_text_frame_inside_a_fragmented_message_closes_with_1002(server) -> None:
+    await check_failure(server, frame(TEXT, b'{"event":', fin=False) + frame(TEXT, b'"x"}'), 1002)
+
+
+async def test_fragmented_message_over_the_limit_closes_with_1009(server) -> None:
+    half = MAX_MESSAGE // 2
+    data = (
+        frame(TEXT, b"a" * half, fin=False)
+        + frame(CONTINUATION, b"b" * half, fin=False)
+        + frame(CONTINUATION, b"c", fin=False)  # one byte over, and not even the last fragment
+    )
+    await check_failure(server, data, 1009)
+
+
+async def test_single_frame_over_the_limit_closes_with_1009_before_its_payload(server) -> None:
+    # Only the header (length 2**40) and the mask: the server must not wait for the payload.
+    head = struct.pack("!BBQ", 0x81, 0x80 | 127, 2**40) + os.urandom(4)
+    await check_failure(server, head, 1009)
+
+
+async def test_binary_message_gets_pusher_error_4200_and_socket_survives(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(BINARY, b"\x00\x01", fin=False), frame(CONTINUATION, b"\x02"))
+        error = await sock.expect("pusher:error")
+        assert payload(error)["code"] == 4200
+        await gets_events(server, sock)
+    finally:
+        await sock.close()
+
+
+# --- segmentation -----------------------------------------------------------------------------
+
+
+async def test_handshake_and_first_frames_in_one_tcp_write_work(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        channel = fresh("same-packet-")
+        request = handshake(server)
+        subscribe = text({"event": "pusher:subscribe", "data": {"channel": channel}})
+        await sock.send(request + subscribe + frame(PING, b"p"))
+        status, headers = await sock.response_head()
+        assert status == 101
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+        assert headers["sec-websocket-accept"] == accept_key(key)
+        await sock.established()
+        # The ping is answered at once; the subscribe once it is done: either may come first.
+        answers = [await sock.recv_frame(), await sock.recv_frame()]
+        assert (PONG, True, b"p") in answers
+        answers.remove((PONG, True, b"p"))
+        (opcode, _, data) = answers[0]
+        assert opcode == TEXT
+        assert json.loads(data) == {
+            "event": "pusher_internal:subscription_succeeded",
+            "channel": channel,
+            "data": "{}",
+        }
+        await publish(server, channel, "first")
+        await sock.expect("first", channel)
+    finally:
+        await sock.close()
+
+
+async def test_handshake_and_a_partial_frame_in_one_write_completes_later(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        ping = text({"event": "pusher:ping", "data": {}})
+        await sock.send(handshake(server) + ping[:3])
+        assert (await sock.response_head())[0] == 101
+        await sock.established()
+        await sock.send(ping[3:])
+        await sock.expect("pusher:pong")
+    finally:
+        await sock.close()
+
+
+async def test_handshake_split_byte_by_byte_works(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        request = handshake(server)
+        for index in range(len(request)):
+            await sock.send(request[index : index + 1])
+            await asyncio.sleep(0.001)
+        status, headers = await sock.response_head()
+        assert status == 101
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+        assert headers["sec-websocket-accept"] == accept_key(key)
+        await sock.established()
+        # Frames split byte by byte too.
+        ping = text({"event": "pusher:ping", "data": {}})
+        for index in range(len(ping)):
+            await sock.send(ping[index : index + 1])
+            await asyncio.sleep(0.001)
+        await sock.expect("pusher:pong")
+    finally:
+        await sock.close()
+
+
+# --- bad handshakes ---------------------------------------------------------------------------
+
+
+async def http_answer(server: Any, request: bytes) -> tuple[int, bytes]:
+    """The status and body the server answers ``request`` with; the connection must then close."""
+    sock = await RawSocket.connect(server)
+    try:
+        await sock.send(request)
+        status, headers, body = await sock.response()
+        assert headers["connection"].lower() == "close"
+        await sock.eof()
+        return status, body
+    finally:
+        await sock.close()
+
+
+async def test_upgrade_without_sec_websocket_key_is_a_400(server) -> None:
+    status, body = await http_answer(server, handshake(server, drop=("Sec-WebSocket-Key",)))
+    assert status == 400
+    assert b"Sec-WebSocket-Key" in body
+    await still_serving(server)
+
+
+async def test_upgrade_with_version_12_is_a_400(server) -> None:
+    status, body = await http_answer(server, handshake(server, Sec_WebSocket_Version="12"))
+    assert status == 400
+    assert b"Version 13" in body
+    await still_serving(server)
+
+
+async def test_upgrade_whose_connection_header_lacks_upgrade_is_a_400(server) -> None:
+    status, body = await http_answer(server, handshake(server, Connection="keep-alive"))
+    assert status == 400
+    assert b"Connection" in body
+    await still_serving(server)
+
+
+async def test_upgrade_with_connection_keep_alive_and_upgrade_is_accepted(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        await sock.upgrade(handshake(server, Connection="keep-alive, Upgrade"))
+        await sock.established()
+        await gets_events(server, sock)
+    finally:
+        await sock.close()
+
+
+async def test_request_head_over_16_kib_is_a_431(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        request = handshake(server)[:-2]  # no blank line yet: the head goes on
+        await sock.send(request + b"X-Padding: " + b"p" * (17 * 1024))
+        status, _, _ = await sock.response()
+        assert status == 431
+        await sock.eof()
+    finally:
+        await sock.close()
+    await still_serving(server)
+
+
+async def test_complete_request_head_over_16_kib_is_a_431(server) -> None:
+    # The same head with its blank line, in one write: the limit must not depend on segmentation.
+    request = handshake(server)[:-2] + b"X-Padding: " + b"p" * (17 * 1024) + b"\r\n\r\n"
+    status, _ = await http_answer(server, request)
+    assert status == 431
+    await still_serving(server)
+
+
+def head_of(server: Any, size: int) -> bytes:
+    """An upgrade request whose head (request line and headers, without the blank line) is
+    ``size`` bytes."""
+    base = handshake(server)[:-4] + b"\r\nX-Padding: "
+    return base + b"p" * (size - len(base)) + b"\r\n\r\n"
+
+
+async def test_head_of_exactly_16_kib_is_accepted_however_it_is_split(server) -> None:
+    request = head_of(server, 16 * 1024)
+    assert request.index(b"\r\n\r\n") == 16 * 1024
+    for pieces in ([request], [request[:-1], request[-1:]], [request[:-4], request[-4:]]):
+        sock = await RawSocket.connect(server)
+        try:
+            for piece in pieces:
+                await sock.send(piece)
+                await asyncio.sleep(0.02)
+            status, _ = await sock.response_head()
+            assert status == 101, [len(piece) for piece in pieces]
+            await sock.established()
+        finally:
+            await sock.close()
+
+
+async def test_head_one_byte_over_16_kib_is_a_431_however_it_is_split(server) -> None:
+    request = head_of(server, 16 * 1024 + 1)
+    for pieces in ([request], [request[:-1], request[-1:]], [request[:-4], request[-4:]]):
+        sock = await RawSocket.connect(server)
+        try:
+            for piece in pieces:
+                sock.writer.write(piece)
+                await asyncio.sleep(0.02)
+            status, _, _ = await sock.response()
+            assert status == 431, [len(piece) for piece in pieces]
+            await sock.eof()
+        finally:
+            await sock.close()
+
+
+# --- HTTP on the same port --------------------------------------------------------------------
+
+
+def http_get(server: Any, path: str, signed: bool = False) -> bytes:
+    query = ""
+    if signed:
+        params = signed_query(server.key, server.secret, "GET", path)
+        query = "?" + "&".join(f"{name}={value}" for name, value in params.items())
+    return f"GET {path}{query} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n\r\n".encode()
+
+
+async def test_http_api_keeps_the_connection_alive_for_a_second_request(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        await sock.send(http_get(server, "/health"))
+        status, headers, body = await sock.response()
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        assert headers.get("connection", "keep-alive").lower() != "close"
+        # The same TCP connection, now aiohttp's: a signed API call.
+        await sock.send(http_get(server, f"/apps/{server.app_id}/channels", signed=True))
+        status, _, body = await sock.response()
+        assert status == 200
+        assert "channels" in json.loads(body)
+        # And a third, a plain GET on the WebSocket path, which aiohttp refuses.
+        await sock.send(http_get(server, f"/app/{server.key}"))
+        status, _, _ = await sock.response()
+        assert status == 400
+    finally:
+        await sock.close()
+
+
+async def test_two_pipelined_http_requests_in_one_write_are_both_answered(server) -> None:
+    sock = await RawSocket.connect(server)
+    try:
+        await sock.send(http_get(server, "/health") + http_get(server, f"/apps/{server.app_id}/channels", signed=True))
+        first, _, body = await sock.response()
+        assert (first, json.loads(body)) == (200, {"status": "ok"})
+        second, _, body = await sock.response()
+        assert second == 200
+        assert "channels" in json.loads(body)
+    finally:
+        await sock.close()
+
+
+async def test_http_post_with_body_in_the_first_write_reaches_the_api(server) -> None:
+    channel = fresh("posted-")
+    listener = await RawSocket.open(server)
+    sock = await RawSocket.connect(server)
+    try:
+        await listener.send(text({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        await listener.expect("pusher_internal:subscription_succeeded", channel)
+        path = f"/apps/{server.app_id}/events"
+        body = json.dumps({"name": "posted", "channel": channel, "data": "{}"}).encode()
+        params = signed_query(server.key, server.secret, "POST", path, body)
+        query = "&".join(f"{name}={value}" for name, value in params.items())
+        await sock.send(
+            f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        status, _, _ = await sock.response()
+        assert status == 200
+        await listener.expect("posted", channel)
+    finally:
+        await sock.close()
+        await listener.close()
+
+
+# --- back-pressure ----------------------------------------------------------------------------
+
+
+async def test_flood_of_frames_behind_a_presence_subscribe_is_answered_in_order(server) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        presence = fresh("presence-flood-")
+        channel_data = json.dumps({"user_id": fresh("user-"), "user_info": {}})
+        auth = signatures.channel_auth(server.key, server.secret, sock.socket_id, presence, channel_data)
+        join = {"channel": presence, "auth": auth, "channel_data": channel_data}
+        flood = [text({"event": "pusher:subscribe", "data": join})]
+        expected = [("pusher_internal:subscription_succeeded", presence)]
+        for index in range(500):
+            if index % 10 == 9:  # a subscribe now and then: it needs shared state too
+                channel = fresh("flood-")
+                flood.append(text({"event": "pusher:subscribe", "data": {"channel": channel}}))
+                expected.append(("pusher_internal:subscription_succeeded", channel))
+            else:
+                flood.append(text({"event": "pusher:ping", "data": {}}))
+                expected.append(("pusher:pong", None))
+        await sock.send(b"".join(flood))  # far more than the 64 frames that pause reading
+        got = []
+        for _ in expected:
+            message = await sock.recv()
+            got.append((message["event"], message.get("channel")))
+        assert got == expected
+        # Reading resumed: the socket still works.
+        await sock.send(frame(PING, b"after"))
+        assert await sock.recv_frame() == (PONG, True, b"after")
+        await gets_events(server, sock)
+    finally:
+        await sock.close()
