@@ -19,7 +19,7 @@ import pusher
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = re.compile(r"listening on http://(?P<host>[^:\s]+):(?P<port>\d+)")
+READY = re.compile(r"listening on https?://(?P<host>[^:\s]+):(?P<port>\d+)")
 
 APP_ID = "1234"
 APP_KEY = "test-key"

@@ -15,6 +15,8 @@ import os
 import struct
 from typing import Any
 
+import pytest
+
 from clarion.protocol import signatures
 from clarion.server.listener import accept_key
 from pusherclient import PusherSocket, api_call, fresh, payload, signed_query
@@ -317,6 +319,28 @@ async def test_client_close_without_a_code_is_answered_with_1000(server) -> None
         assert await sock.closed_with() == 1000
     finally:
         await sock.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\x03", 1002),  # a one-byte code
+        (struct.pack("!H", 999), 1002),
+        (struct.pack("!H", 1005), 1002),  # reserved: never sent on the wire
+        (struct.pack("!H", 1006), 1002),
+        (struct.pack("!H", 5000), 1002),
+        (struct.pack("!H", 1000) + b"\xff\xfe", 1007),  # reason not UTF-8
+    ],
+    ids=["one-byte", "999", "1005", "1006", "5000", "bad-reason"],
+)
+async def test_a_broken_client_close_is_answered_with_its_error_code(server, payload: bytes, code: int) -> None:
+    sock = await RawSocket.open(server)
+    try:
+        await sock.send(frame(CLOSE, payload))
+        assert await sock.closed_with() == code
+    finally:
+        await sock.close()
+    await still_serving(server)
 
 
 async def test_frames_after_the_client_close_are_ignored(server) -> None:

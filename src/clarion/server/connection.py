@@ -231,13 +231,24 @@ class Connection(asyncio.Protocol):
             self._worker = None
 
     def _closed_by_peer(self, payload: bytes) -> None:
-        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        if len(payload) == 1:
+            self._fail(frames.PROTOCOL_ERROR, "a close frame's code takes two bytes")
+            return
+        code = int.from_bytes(payload[:2], "big") if payload else 1005
+        if payload and not frames.valid_close_code(code):
+            self._fail(frames.PROTOCOL_ERROR, f"close code {code} may not be sent")
+            return
+        try:
+            payload[2:].decode()
+        except UnicodeDecodeError:
+            self._fail(frames.INVALID_DATA, "close reason is not UTF-8")
+            return
         if self.close_code is None:
             self.close_code = code
         if not self.closing:
             self.closing = True
             # Answer with the same code, as RFC 6455 asks, then hang up.
-            self.transport.write(frames.close_frame(code if code not in (1005, 1006, 1015) else 1000))
+            self.transport.write(frames.close_frame(code if payload else 1000))
         self.transport.close()
 
     def _fail(self, code: int, reason: str) -> None:

@@ -27,6 +27,12 @@ INVALID_DATA = 1007
 TOO_BIG = 1009
 
 
+def valid_close_code(code: int) -> bool:
+    """Codes a peer may put in a close frame (RFC 6455 section 7.4): the defined ones that are
+    not reserved for local use, and the registered (3000-3999) and private (4000-4999) ranges."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999
+
+
 def text_frame(payload: str) -> bytes:
     return _frame(_FIN_TEXT, payload.encode())
 
