@@ -15,6 +15,7 @@ import os
 import struct
 from typing import Any
 
+import aiohttp
 import pytest
 
 from clarion.protocol import signatures
@@ -519,6 +520,22 @@ async def test_upgrade_without_sec_websocket_key_is_a_400(server) -> None:
     assert status == 400
     assert b"Sec-WebSocket-Key" in body
     await still_serving(server)
+
+
+async def refused_count(server: Any, code: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(f'clarion_connections_refused_total{{code="{code}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_refused_handshake_is_counted_in_the_metrics(server) -> None:
+    before = await refused_count(server, "400")
+    status, _ = await http_answer(server, handshake(server, drop=("Sec-WebSocket-Key",)))
+    assert status == 400
+    assert await refused_count(server, "400") == before + 1
 
 
 async def test_upgrade_with_version_12_is_a_400(server) -> None:

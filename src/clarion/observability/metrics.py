@@ -11,7 +11,10 @@ CONNECTIONS_OPENED = Counter(
     "clarion_connections_opened_total", "WebSocket connections accepted", ["app_id"], registry=REGISTRY
 )
 CONNECTIONS_REFUSED = Counter(
-    "clarion_connections_refused_total", "WebSocket connections refused, by close code", ["code"], registry=REGISTRY
+    "clarion_connections_refused_total",
+    "WebSocket connections refused, by close code (or HTTP status for a broken handshake)",
+    ["code"],
+    registry=REGISTRY,
 )
 CONNECTIONS_CLOSED = Counter(
     "clarion_connections_closed_total", "WebSocket connections closed, by reason", ["reason"], registry=REGISTRY

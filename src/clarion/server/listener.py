@@ -157,7 +157,10 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = bytearray()
 
     def _answer(self, status: int, message: str) -> None:
+        """Refuse a broken handshake with an HTTP status, counted and logged."""
         assert self.transport is not None
+        metrics.CONNECTIONS_REFUSED.labels(code=str(status)).inc()
+        log.info("handshake refused", extra=fields(status=status, error=message, remote=_remote(self.transport)))
         body = message.encode()
         self.transport.write(
             f"HTTP/1.1 {status} {message[:80]}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
