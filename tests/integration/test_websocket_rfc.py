@@ -21,6 +21,7 @@ import pytest
 from clarion.protocol import signatures
 from clarion.server.listener import accept_key
 from pusherclient import PusherSocket, api_call, fresh, payload, signed_query
+from wsframes import client_frame
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 # The app's max_message_size (10 KiB) plus the envelope allowance: the largest message accepted.
@@ -29,19 +30,7 @@ MAX_MESSAGE = 10 * 1024 + 8 * 1024
 
 def frame(opcode: int, data: bytes = b"", *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
     """One client frame, masked (unless told otherwise) with a random key."""
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    bit = 0x80 if masked else 0
-    size = len(data)
-    if size < 126:
-        head = bytes((first, bit | size))
-    elif size < 65536:
-        head = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, size)
-    if not masked:
-        return head + data
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return client_frame(opcode, data, fin=fin, masked=masked, rsv=rsv)
 
 
 def text(message: Any, *, fin: bool = True) -> bytes:

@@ -14,35 +14,9 @@ from hypothesis import strategies as st
 from clarion.server import frames
 from clarion.server.frames import FrameError, close_frame, control_frame, parse, text_frame, unmask
 from clarion.server.listener import Upgrade, accept_key
+from wsframes import client_frame
 
 LIMIT = 1 << 20  # max_payload for tests that are not about the limit
-
-
-def client_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    mask: bytes | None = None,
-    length: int | None = None,
-) -> bytes:
-    """A client frame as a browser sends it: masked, minimal length form. ``length`` overrides
-    the length field (for headers that announce more than follows)."""
-    size = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    bit = 0x80 if masked else 0
-    if size < 126:
-        head = bytes((first, bit | size))
-    elif size < 65536:
-        head = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, size)
-    if not masked:
-        return head + payload
-    key = os.urandom(4) if mask is None else mask
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def server_frame(data: bytes) -> tuple[int, bool, bytes, int]:
