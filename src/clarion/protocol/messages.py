@@ -137,3 +137,10 @@ def rewound(channel: str, count: int, epoch: str | None, serial: int, reason: st
     if reason is not None:
         data["reason"] = reason
     return encode("clarion:rewound", data, channel)
+
+
+def catch_up_refused(channel: str, resume: bool, reason: str, epoch: str | None = None, serial: int = 0) -> str:
+    """The end marker of a resume or rewind that sends nothing: the client refetches instead."""
+    if resume:
+        return resumed(channel, False, epoch, serial, reason)
+    return rewound(channel, 0, epoch, serial, reason)

@@ -356,24 +356,24 @@ class Session:
                 raise ProtocolError(
                     ErrorCode.RECONNECT, "Invalid message format: resume needs a 'serial' integer of at least 0"
                 )
-            if rule is None:
-                return Send(messages.resumed(channel, False, None, 0, "history_off"))
-            if not self._may_catch_up(now):
-                return Send(messages.resumed(channel, False, None, 0, "rate_limited"))
-            return CatchUp(channel, rule.size, rule.ttl, epoch=epoch, serial=serial)
-        count, seconds = fields.get("count"), fields.get("seconds")
-        if (count is None) == (seconds is None):
-            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: rewind needs 'count' or 'seconds'")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
-            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'count' must be a positive integer")
-        if seconds is not None and (
-            not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds < 1e9
-        ):
-            raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'seconds' must be a positive number")
+            count = seconds = None
+        else:
+            epoch = serial = None
+            count, seconds = fields.get("count"), fields.get("seconds")
+            if (count is None) == (seconds is None):
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: rewind needs 'count' or 'seconds'")
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'count' must be a positive integer")
+            if seconds is not None and (
+                not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds < 1e9
+            ):
+                raise ProtocolError(ErrorCode.RECONNECT, "Invalid message format: 'seconds' must be a positive number")
         if rule is None:
-            return Send(messages.rewound(channel, 0, None, 0, "history_off"))
+            return Send(messages.catch_up_refused(channel, is_resume, "history_off"))
         if not self._may_catch_up(now):
-            return Send(messages.rewound(channel, 0, None, 0, "rate_limited"))
+            return Send(messages.catch_up_refused(channel, is_resume, "rate_limited"))
+        if is_resume:
+            return CatchUp(channel, rule.size, rule.ttl, epoch=epoch, serial=serial)
         return CatchUp(
             channel,
             rule.size,

@@ -347,10 +347,7 @@ class Node:
             catching = self._start_catch_up(hub, conn, name)
             if catching is None:
                 # One history read at a time per socket and channel (or the join did not complete).
-                if action.is_resume:
-                    conn.send(messages.resumed(name, False, None, 0, "busy"))
-                else:
-                    conn.send(messages.rewound(name, 0, None, 0, "busy"))
+                conn.send(messages.catch_up_refused(name, action.is_resume, "busy"))
                 return
         channel = hub.channels[name]
         live = None if fresh else channel.live_range(conn.socket_id)
@@ -370,9 +367,7 @@ class Node:
             # Nothing replayed: the client must refetch its state; live frames held meanwhile follow.
             if action.is_resume:
                 metrics.RESUMES.labels(outcome=reason).inc()
-                conn.send(messages.resumed(name, False, history.epoch, history.serial, reason))
-            else:
-                conn.send(messages.rewound(name, 0, history.epoch, history.serial, reason))
+            conn.send(messages.catch_up_refused(name, action.is_resume, reason, history.epoch, history.serial))
             self._release(conn, catching, None, 0)
             return
         sent = 0
