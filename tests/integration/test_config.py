@@ -75,6 +75,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *patterns: str) -> 
             {"CLARION_MAX_MESSAGE_SIZE": "lots"}, [r"max_message_size|CLARION_MAX_MESSAGE_SIZE"], id="message-size"
         ),
         pytest.param({"CLARION_WORKERS": "2"}, [r"workers|CLARION_WORKERS"], id="workers-with-memory-scaling"),
+        pytest.param({"CLARION_FANOUT": "turbo"}, [r"fanout|CLARION_FANOUT"], id="fanout"),
     ],
 )
 def test_bad_setting_from_env_exits_2_naming_it(env: dict[str, str], names: list[str]) -> None:
@@ -252,6 +253,32 @@ async def test_event_on_one_app_never_reaches_the_same_channel_name_on_another_a
             srv.http_url, a_key, a_secret, "GET", f"/apps/{a_id}/channels/news", info="subscription_count"
         )
         assert (status, answer) == (200, {"occupied": True, "subscription_count": 1})
+
+
+@pytest.mark.parametrize("fan", ["python", "native"])
+async def test_either_fanout_loop_delivers_to_every_subscriber_but_the_excluded_sender(server_factory, fan) -> None:
+    # The suite runs on the default (native) loop; this runs the Python one through a real server too.
+    srv = server_factory(env={"CLARION_FANOUT": fan}, config=TWO_APPS)
+    a_id, a_key, a_secret = APPS["a"]
+    sockets = [await PusherSocket.open(srv.ws_url(a_key)) for _ in range(3)]
+    try:
+        for sock in sockets:
+            assert (await sock.subscribe("news"))["event"] == "pusher_internal:subscription_succeeded"
+        body = {**trigger_body("news", "hello"), "socket_id": sockets[0].socket_id}
+        status, answer = await api_call(srv.http_url, a_key, a_secret, "POST", f"/apps/{a_id}/events", body)
+        assert (status, answer) == (200, {})
+        status, _ = await api_call(
+            srv.http_url, a_key, a_secret, "POST", f"/apps/{a_id}/events", trigger_body("news", "second")
+        )
+        assert status == 200
+        for sock in sockets[1:]:
+            assert await sock.recv() == {"event": "hello", "channel": "news", "data": "d"}
+            assert await sock.recv() == {"event": "second", "channel": "news", "data": "d"}
+        # The excluded sender's first frame is the second event: the first never reached it.
+        assert await sockets[0].recv() == {"event": "second", "channel": "news", "data": "d"}
+    finally:
+        for sock in sockets:
+            await sock.close()
 
 
 async def test_client_event_on_one_app_never_reaches_another_app(server_factory) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..protocol.app import DEFAULT_HISTORY, App, ClientEvents, HistoryRule
 from ..protocol.webhooks import EVENT_TYPES
+from . import fanout
 
 DEV_APP = {"id": "1", "key": "clarion-key", "secret": "clarion-secret"}
 
@@ -49,6 +50,7 @@ _SERVER_ENV: dict[str, str] = {
     "CLARION_HANDSHAKE_TIMEOUT": "handshake_timeout",
     "CLARION_MAX_BUFFER": "max_buffer",
     "CLARION_LOOP": "loop",
+    "CLARION_FANOUT": "fanout",
     "CLARION_NODE_TTL": "node_ttl",
     "CLARION_WEBHOOK_DELAY": "webhook_delay",
     "CLARION_WEBHOOK_RETRY_FOR": "webhook_retry_for",
@@ -199,6 +201,8 @@ class Settings(BaseModel):
     handshake_timeout: float = Field(default=10.0, gt=0, le=600)
     max_buffer: int = Field(default=1024 * 1024, ge=16 * 1024)
     loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # The fan-out loop: native (C, built at install) where it was built, else python.
+    fanout: Literal["native", "python"] | None = None
     node_ttl: float = Field(default=15.0, ge=1, le=300)
     webhook_delay: float = Field(default=3.0, ge=0, le=60)
     webhook_retry_for: float = Field(default=300.0, ge=0, le=24 * 3600)
@@ -211,6 +215,8 @@ class Settings(BaseModel):
     def _check(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.fanout == "native" and fanout.fanout_native is None:
+            raise ValueError("fanout = native, but clarion._fanout was not built (no C compiler at install?)")
         seen_ids: set[str] = set()
         seen_keys: set[str] = set()
         for app in self.apps:

@@ -7,6 +7,11 @@ that arrive meanwhile wait in a short queue, in order, and reading pauses when i
 Writes go straight to the transport (no await), so fan-out never waits on a socket. A socket
 whose unsent bytes pass ``max_buffer`` is a slow consumer: it is closed with 4100 (back off and
 reconnect) and counted, and nobody else waits for it.
+
+While the transport buffers nothing, ``out_fd`` is the socket's descriptor and the native fan-out
+(``fanout.py``) sends to it directly; the transport's high-water mark is 0, so it tells us
+(``pause_writing``) the moment it holds bytes, and from then until it drains every write goes
+through it, in order. TLS sockets always write through the transport.
 """
 
 from __future__ import annotations
@@ -43,11 +48,14 @@ class Connection(asyncio.Protocol):
         "_worker",
         "close_code",
         "closing",
+        "fd",
         "hub",
+        "is_closing",
         "max_buffer",
         "max_message",
         "node",
         "opened",
+        "out_fd",
         "reason",
         "session",
         "transport",
@@ -76,6 +84,12 @@ class Connection(asyncio.Protocol):
         self._fragments: bytearray | None = None  # an unfinished message: its opcode, then its parts
         self._queue: list[str] | None = None  # frames waiting for the worker
         self._worker: asyncio.Task[None] | None = None
+        self.is_closing = transport.is_closing  # read by the native fan-out before each send
+        self.fd = self.out_fd = -1
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self.fd = self.out_fd = sock.fileno()
+            transport.set_write_buffer_limits(high=0)  # pause_writing as soon as anything is buffered
 
     @property
     def socket_id(self) -> str:
@@ -99,10 +113,25 @@ class Connection(asyncio.Protocol):
             )
             # A close frame would sit behind the backlog; drop the connection now.
             self.closing = True
+            self.out_fd = -1
             self.reason = "slow"
             transport.abort()
             return False
         transport.write(frame)
+        return True
+
+    def write_rest(self, frame: bytes, done: int) -> bool:
+        """Finish what the native fan-out began: ``done`` bytes went out, or -1 if the send
+        failed, or -2 if it left this socket to the transport."""
+        if done == -2:
+            return self.write(frame)
+        if done < 0:
+            # The peer is gone; drop the socket now rather than wait for a read to notice.
+            self.out_fd = -1
+            self.reason = "gone"
+            self.transport.abort()
+            return False
+        self.transport.write(memoryview(frame)[done:])
         return True
 
     def close(self, code: int, reason: str) -> None:
@@ -110,6 +139,7 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self.out_fd = -1
         self.reason = "server"
         self.close_code = code
         transport = self.transport
@@ -247,6 +277,7 @@ class Connection(asyncio.Protocol):
             self.close_code = code
         if not self.closing:
             self.closing = True
+            self.out_fd = -1
             # Answer with the same code, as RFC 6455 asks, then hang up.
             self.transport.write(frames.close_frame(code if payload else 1000))
         self.transport.close()
@@ -260,6 +291,7 @@ class Connection(asyncio.Protocol):
         self._buffer = None
         if not self.closing:
             self.closing = True
+            self.out_fd = -1
             self.reason = "error"
             self.close_code = code
             self.transport.write(frames.close_frame(code, reason))
@@ -267,14 +299,18 @@ class Connection(asyncio.Protocol):
 
     # --- the end ------------------------------------------------------------------------------
 
+    # Writes never wait: the slow-consumer rule in write() bounds the buffer. These only say
+    # whether the native fan-out may send to the socket directly.
     def pause_writing(self) -> None:
-        pass  # writes never wait: the slow-consumer rule in write() bounds the buffer
+        self.out_fd = -1
 
     def resume_writing(self) -> None:
-        pass
+        if not self.closing:
+            self.out_fd = self.fd
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.out_fd = -1
         self._buffer = self._fragments = None
         if self._worker is not None:
             self._worker.cancel()

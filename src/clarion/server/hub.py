@@ -12,6 +12,7 @@ from typing import Any
 
 from ..protocol.app import App
 from ..protocol.session import Member
+from . import fanout
 from .connection import Connection
 from .frames import text_frame
 
@@ -103,12 +104,14 @@ class AppHub:
         "channels",
         "connections",
         "counts_due",
+        "fan",
         "users",
         "watchers",
     )
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, fan: fanout.Fanout = fanout.fanout_python) -> None:
         self.app = app
+        self.fan = fan  # the fan-out loop: native or python
         self.connections: dict[str, Connection] = {}
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Connection]] = {}  # user_id → its signed-in sockets
@@ -206,13 +209,10 @@ class AppHub:
                 channel.first = channel.last
         if channel.catching:
             return self._deliver_catching(channel, frame, exclude, serial, epoch)
-        sent = 0
-        # write() never touches channel.sockets (a dropped slow consumer leaves later, from its
-        # own handler), so iterating the live dict is safe and copies nothing.
-        for socket_id, conn in channel.sockets.items():
-            if socket_id != exclude and conn.write(frame):
-                sent += 1
-        return sent
+        # Writing never touches channel.sockets (a dropped slow consumer leaves later, from its
+        # own handler), so the fan-out walks the live dict and copies nothing.
+        skip = channel.sockets.get(exclude) if exclude is not None else None
+        return fanout.deliver(self.fan, channel.sockets, frame, skip)
 
     def deliver_many(self, name: str, frames: list[tuple[bytes, int, str]]) -> int:
         """Several frames for one channel, as one write per subscriber. Counts deliveries."""
@@ -227,11 +227,7 @@ class AppHub:
                 if channel.first is None:
                     channel.first = channel.last
         joined = b"".join(frame for frame, _, _ in frames)
-        sent = 0
-        for conn in channel.sockets.values():
-            if conn.write(joined):
-                sent += 1
-        return sent * len(frames)
+        return fanout.deliver(self.fan, channel.sockets, joined) * len(frames)
 
     def _deliver_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
         """The slower loop, only while some socket on the channel is catching up."""

@@ -25,6 +25,7 @@ from ..protocol.errors import ErrorCode
 from ..protocol.history import gap
 from ..protocol.session import Action, CatchUp, Close, Join, Leave, Member, Publish, Send, SignIn
 from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, History, Keep, Reaped, Restored
+from . import fanout
 from .config import Settings
 from .connection import Connection
 from .frames import text_frame
@@ -46,7 +47,8 @@ class Node:
         apps = [config.to_app() for config in settings.apps]
         self.apps_by_key: dict[str, App] = {app.key: app for app in apps}
         self.apps_by_id: dict[str, App] = {app.id: app for app in apps}
-        self.hubs: dict[str, AppHub] = {app.id: AppHub(app) for app in apps}
+        fan = fanout.choose(settings.fanout)
+        self.hubs: dict[str, AppHub] = {app.id: AppHub(app, fan) for app in apps}
         # socket_id = "<node>.<sequence>": unique per node, random across nodes.
         self._node_part = str(secrets.randbelow(9 * 10**8) + 10**8)
         self._sequence = itertools.count(secrets.randbelow(10**6))

@@ -1,0 +1,3 @@
+from typing import Any
+
+def fanout(sockets: dict[str, Any], frame: bytes, exclude: Any, /) -> tuple[int, list[tuple[Any, int]]]: ...

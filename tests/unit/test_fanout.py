@@ -1,0 +1,280 @@
+"""The fan-out loop (server/fanout.py and the native clarion._fanout) over real TCP sockets.
+
+Each test runs a real event loop (uvloop and asyncio) with real ``Connection`` objects on accepted
+sockets, as the listener makes them, and reads what a peer socket actually received. Both fan-outs
+must keep the same contract: every subscriber but the excluded one gets the frame exactly once, in
+order behind anything already queued, and nothing goes to a socket that is closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from clarion.protocol.app import App
+from clarion.protocol.session import Session
+from clarion.server import fanout
+from clarion.server.connection import Connection
+from clarion.server.frames import text_frame
+from clarion.server.hub import AppHub
+
+APP = App(id="1", key="key", secret="secret-secret")
+FANS = {"native": fanout.fanout_native, "python": fanout.fanout_python}
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop,
+    "asyncio": asyncio.new_event_loop,
+}
+
+
+class _Node:
+    """What a Connection asks of its node here: to run its clean-up task."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        coro.close()
+
+
+class _Placeholder(asyncio.Protocol):
+    pass
+
+
+def run(loop_name: str, test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+        runner.run(test())
+
+
+class Pair:
+    """A server-side Connection and the client socket at the other end."""
+
+    def __init__(self, conn: Connection, peer: socket.socket) -> None:
+        self.conn = conn
+        self.peer = peer
+
+    def read(self, size: int, timeout: float = 5.0) -> bytes:
+        """Exactly ``size`` bytes from the peer (blocking the loop is fine: the kernel holds them)."""
+        self.peer.settimeout(timeout)
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.peer.recv(size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    def pending(self) -> bytes:
+        """Whatever the peer has received and not read yet, without waiting."""
+        self.peer.setblocking(False)
+        try:
+            return self.peer.recv(1 << 20)
+        except BlockingIOError:
+            return b""
+        finally:
+            self.peer.setblocking(True)
+
+
+async def open_pairs(count: int, max_buffer: int = 1 << 20, sndbuf: int | None = None) -> list[Pair]:
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    hub = AppHub(APP)
+    pairs = []
+    try:
+        for number in range(count):
+            peer = socket.create_connection(listener.getsockname())
+            accepted, _ = listener.accept()
+            if sndbuf is not None:
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
+            transport, _ = await loop.connect_accepted_socket(_Placeholder, accepted)
+            session = Session(APP, f"1.{number}", loop.time())
+            conn = Connection(_Node(), hub, session, transport, max_buffer, 1 << 16)  # type: ignore[arg-type]
+            transport.set_protocol(conn)
+            pairs.append(Pair(conn, peer))
+    finally:
+        listener.close()
+    return pairs
+
+
+def close_all(pairs: list[Pair]) -> None:
+    for pair in pairs:
+        pair.conn.transport.abort()
+        pair.peer.close()
+
+
+def sockets_of(pairs: list[Pair]) -> dict[str, Connection]:
+    return {pair.conn.socket_id: pair.conn for pair in pairs}
+
+
+def test_the_native_fanout_is_built() -> None:
+    # CI installs with a C compiler: the native loop must be there, and be the default.
+    assert fanout.fanout_native is not None
+    assert fanout.choose(None) is fanout.fanout_native
+    assert fanout.choose("python") is fanout.fanout_python
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("fan_name", FANS)
+def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str, loop_name: str) -> None:
+    async def test() -> None:
+        pairs = await open_pairs(6)
+        try:
+            frame = text_frame('{"event":"e","channel":"c","data":"1"}')
+            skipped = pairs[2].conn
+            assert fanout.deliver(FANS[fan_name], sockets_of(pairs), frame, skipped) == 5  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)  # the python fan-out's writes may wait for the loop
+            for pair in pairs:
+                if pair.conn is skipped:
+                    assert pair.pending() == b""
+                else:
+                    assert pair.read(len(frame)) == frame
+                    assert pair.pending() == b""
+        finally:
+            close_all(pairs)
+
+    run(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("fan_name", FANS)
+def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, loop_name: str) -> None:
+    async def test() -> None:
+        (pair,) = await open_pairs(1, max_buffer=64 << 20)
+        conn = pair.conn
+        try:
+            assert conn.out_fd >= 0  # nothing buffered: direct sends allowed
+            big = text_frame("x" * (8 << 20))  # more than the kernel buffers take: the rest queues
+            assert conn.write(big)
+            await asyncio.sleep(0.05)
+            assert conn.transport.get_write_buffer_size() > 0
+            assert conn.out_fd == -1  # pause_writing: from now on, through the transport
+            small = text_frame("after")
+            sent, rest = FANS[fan_name]({conn.socket_id: conn}, small, None)  # type: ignore[misc]
+            if fan_name == "native":
+                assert (sent, rest) == (0, [(conn, -2)])  # left to the transport, not sent
+            for queued, done in rest:
+                assert queued.write_rest(small, done)
+            received = bytearray()
+            pair.peer.setblocking(False)
+            deadline = time.monotonic() + 10
+            while len(received) < len(big) + len(small) and time.monotonic() < deadline:
+                try:
+                    received += pair.peer.recv(1 << 20)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)  # let the loop flush its buffer
+            assert bytes(received) == big + small
+            await asyncio.sleep(0.05)
+            assert conn.out_fd == conn.fd  # resume_writing: drained, direct again
+        finally:
+            close_all([pair])
+
+    run(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> None:
+    async def test() -> None:
+        (pair,) = await open_pairs(1, max_buffer=64 << 20, sndbuf=16 * 1024)
+        conn = pair.conn
+        try:
+            frame = text_frame("y" * (4 << 20))
+            sent, rest = fanout.fanout_native({conn.socket_id: conn}, frame, None)  # type: ignore[misc]
+            assert sent == 0
+            [(same, done)] = rest
+            assert same is conn and 0 < done < len(frame)  # the socket buffer took only part
+            assert conn.write_rest(frame, done)
+            assert conn.out_fd == -1
+            received = bytearray()
+            pair.peer.setblocking(False)
+            deadline = time.monotonic() + 10
+            while len(received) < len(frame) and time.monotonic() < deadline:
+                try:
+                    received += pair.peer.recv(1 << 20)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+            assert bytes(received) == frame
+        finally:
+            close_all([pair])
+
+    run(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_failed_send_drops_the_connection_and_is_not_counted(loop_name: str) -> None:
+    async def test() -> None:
+        first, second = await open_pairs(2)
+        try:
+            # The first peer resets its end; the loop has not run since, so the server side has
+            # not heard of it and only the send finds out.
+            first.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.peer.close()
+            time.sleep(0.05)  # noqa: ASYNC251 - on purpose: the loop must not run and see the reset first
+            frame = text_frame("z")
+            sockets = sockets_of([first, second])
+            sent, rest = fanout.fanout_native(sockets, frame, None)  # type: ignore[misc]
+            assert sent == 1
+            assert rest == [(first.conn, -1)]
+            assert not first.conn.write_rest(frame, -1)
+            assert first.conn.transport.is_closing()
+            assert first.conn.out_fd == -1
+            assert second.read(len(frame)) == frame
+        finally:
+            close_all([second])
+            first.conn.transport.abort()
+
+    run(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("fan_name", FANS)
+def test_a_closing_transport_is_never_written_to(fan_name: str, loop_name: str) -> None:
+    async def test() -> None:
+        (gone,) = await open_pairs(1)
+        listener = socket.create_server(("127.0.0.1", 0))
+        try:
+            old_fd = gone.conn.fd
+            # The transport closes under the connection (as after a read error), and new sockets
+            # open before the loop tells the connection. Once the descriptor is freed, one of them
+            # may take its number; a send by number would then reach the wrong peer. No await from
+            # here to the fan-out, so connection_lost cannot run in between.
+            gone.conn.transport.abort()
+            fresh_peer = socket.create_connection(listener.getsockname())
+            fresh, _ = listener.accept()
+            assert gone.conn.out_fd == old_fd  # not told yet
+            frame = text_frame("not for you")
+            assert fanout.deliver(FANS[fan_name], sockets_of([gone]), frame) == 0  # type: ignore[arg-type]
+            for end in (fresh, fresh_peer):
+                end.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    end.recv(1024)
+            fresh.close()
+            fresh_peer.close()
+        finally:
+            listener.close()
+            gone.peer.close()
+
+    run(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
+    async def test() -> None:
+        (pair,) = await open_pairs(1)
+        try:
+            pair.conn.close(4009, "bye")  # the close frame goes out; the socket stays open for the answer
+            closing = pair.read(2)
+            assert closing[0] == 0x88  # a close frame
+            pair.read(closing[1])
+            assert pair.conn.out_fd == -1
+            frame = text_frame("late")
+            assert fanout.deliver(fanout.fanout_native, sockets_of([pair]), frame) == 0  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+            assert pair.pending() == b""
+        finally:
+            close_all([pair])
+
+    run(loop_name, test)
