@@ -5,20 +5,21 @@
  *
  * fanout(sockets, frame, exclude) -> (sent, rest)
  *
- *   sockets  dict of socket id -> connection; a connection has
- *              out_fd      the socket's fd while its transport buffers nothing, else -1
- *              is_closing  its transport's is_closing (bound method)
+ *   sockets  dict of socket id -> connection; a connection's out_fd is its socket's fd while
+ *            the transport buffers nothing and the connection is open, else -1
  *   frame    the bytes to send to each
  *   exclude  a connection to skip, or None
  *
  *   sent     how many sockets took the whole frame
  *   rest     [(connection, n)] for the others, for Python to finish:
- *              n = -2  not sent: the connection has buffered bytes, or is closing
+ *              n = -2  not sent: out_fd is -1 (bytes queued, TLS, closing)
  *              n = -1  the send failed (the peer is gone)
  *              n >= 0  only n bytes went out (the socket buffer is full)
  *
- * A connection's fd is read from a transport that is not closing, with the GIL held, and only the
- * fds are touched once the GIL is released; nothing in between can close them.
+ * The fds are read with the GIL held, and only they are touched once it is released. A descriptor
+ * stays open until the connection has heard connection_lost (asyncio and uvloop both call it
+ * before they close the socket), and that sets out_fd to -1, so a number read here is never
+ * another connection's socket. tests/unit/test_fanout.py checks that order on both loops.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,7 +29,6 @@
 #include <sys/types.h>
 
 static PyObject *str_out_fd;
-static PyObject *str_is_closing;
 
 static void send_all(const int *fds, ssize_t *results, Py_ssize_t count, const char *data, size_t size) {
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -83,20 +83,6 @@ static PyObject *fanout(PyObject *Py_UNUSED(module), PyObject *args) {
         if (fd == -1 && PyErr_Occurred()) {
             goto done;
         }
-        if (fd >= 0) {
-            PyObject *closing = PyObject_CallMethodNoArgs(conn, str_is_closing);
-            if (closing == NULL) {
-                goto done;
-            }
-            int is_closing = PyObject_IsTrue(closing);
-            Py_DECREF(closing);
-            if (is_closing < 0) {
-                goto done;
-            }
-            if (is_closing) {
-                fd = -1;
-            }
-        }
         if (fd < 0) {
             if (add_rest(rest, conn, -2) < 0) {
                 goto done;
@@ -147,8 +133,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fanout(void) {
     str_out_fd = PyUnicode_InternFromString("out_fd");
-    str_is_closing = PyUnicode_InternFromString("is_closing");
-    if (str_out_fd == NULL || str_is_closing == NULL) {
+    if (str_out_fd == NULL) {
         return NULL;
     }
     return PyModule_Create(&module);

@@ -50,7 +50,6 @@ class Connection(asyncio.Protocol):
         "closing",
         "fd",
         "hub",
-        "is_closing",
         "max_buffer",
         "max_message",
         "node",
@@ -84,7 +83,6 @@ class Connection(asyncio.Protocol):
         self._fragments: bytearray | None = None  # an unfinished message: its opcode, then its parts
         self._queue: list[str] | None = None  # frames waiting for the worker
         self._worker: asyncio.Task[None] | None = None
-        self.is_closing = transport.is_closing  # read by the native fan-out before each send
         self.fd = self.out_fd = -1
         sock = transport.get_extra_info("socket")
         if sock is not None and transport.get_extra_info("sslcontext") is None:
@@ -308,7 +306,11 @@ class Connection(asyncio.Protocol):
         if not self.closing:
             self.out_fd = self.fd
 
+    def eof_received(self) -> None:
+        self.out_fd = -1  # the peer is leaving; the transport closes itself next
+
     def connection_lost(self, exc: Exception | None) -> None:
+        # Before the loop closes the socket: a freed descriptor number must not stay in out_fd.
         self.closing = True
         self.out_fd = -1
         self._buffer = self._fragments = None
