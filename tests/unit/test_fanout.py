@@ -68,6 +68,19 @@ class Pair:
             data += chunk
         return bytes(data)
 
+    async def drain(self, size: int, timeout: float = 10.0) -> bytes:
+        """``size`` bytes from the peer, letting the loop run (and flush its buffer) meanwhile."""
+        received = bytearray()
+        self.peer.setblocking(False)
+        deadline = time.monotonic() + timeout
+        while len(received) < size and time.monotonic() < deadline:
+            try:
+                received += self.peer.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        self.peer.setblocking(True)
+        return bytes(received)
+
     def pending(self) -> bytes:
         """Whatever the peer has received and not read yet, without waiting."""
         self.peer.setblocking(False)
@@ -161,15 +174,7 @@ def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, l
                 assert (sent, rest) == (0, [(conn, -2)])  # left to the transport, not sent
             for queued, done in rest:
                 assert queued.write_rest(small, done)
-            received = bytearray()
-            pair.peer.setblocking(False)
-            deadline = time.monotonic() + 10
-            while len(received) < len(big) + len(small) and time.monotonic() < deadline:
-                try:
-                    received += pair.peer.recv(1 << 20)
-                except BlockingIOError:
-                    await asyncio.sleep(0.005)  # let the loop flush its buffer
-            assert bytes(received) == big + small
+            assert await pair.drain(len(big) + len(small)) == big + small
             await asyncio.sleep(0.05)
             assert conn.out_fd == conn.fd  # resume_writing: drained, direct again
         finally:
@@ -191,15 +196,7 @@ def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> N
             assert same is conn and 0 < done < len(frame)  # the socket buffer took only part
             assert conn.write_rest(frame, done)
             assert conn.out_fd == -1
-            received = bytearray()
-            pair.peer.setblocking(False)
-            deadline = time.monotonic() + 10
-            while len(received) < len(frame) and time.monotonic() < deadline:
-                try:
-                    received += pair.peer.recv(1 << 20)
-                except BlockingIOError:
-                    await asyncio.sleep(0.005)
-            assert bytes(received) == frame
+            assert await pair.drain(len(frame)) == frame
         finally:
             close_all([pair])
 
