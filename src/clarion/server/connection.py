@@ -124,9 +124,9 @@ class Connection(asyncio.Protocol):
         if done == -2:
             return self.write(frame)
         if done < 0:
-            # The peer is gone; drop the socket now rather than wait for a read to notice.
+            # The peer is gone (reset); drop the socket now rather than wait for a read to notice.
+            self.closing = True
             self.out_fd = -1
-            self.reason = "gone"
             self.transport.abort()
             return False
         self.transport.write(memoryview(frame)[done:])
