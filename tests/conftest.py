@@ -52,6 +52,13 @@ class RunningServer:
     def log_text(self) -> str:
         return "".join(self.output)
 
+    async def trigger(self, channel: str, name: str = "e", data: str = "{}", **extra: Any) -> tuple[int, Any]:
+        """One event through the signed HTTP API, as an app's backend sends it: (status, answer)."""
+        from pusherclient import api_call
+
+        body = {"name": name, "channel": channel, "data": data, **extra}
+        return await api_call(self.http_url, self.key, self.secret, "POST", f"/apps/{self.app_id}/events", body)
+
 
 def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
     for line in stream:

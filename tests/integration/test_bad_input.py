@@ -19,14 +19,7 @@ async def still_serving(server, sock: PusherSocket | None = None) -> None:
     """The server still delivers to a fresh client, and ``sock`` (if given) still answers pings."""
     async with await PusherSocket.open(server.ws_url()) as fresh:
         await fresh.subscribe("health-check")
-        status, _ = await api_call(
-            server.http_url,
-            server.key,
-            server.secret,
-            "POST",
-            f"/apps/{server.app_id}/events",
-            {"name": "alive", "channel": "health-check", "data": "{}"},
-        )
+        status, _ = await server.trigger("health-check", "alive")
         assert status == 200
         await fresh.expect("alive", "health-check")
     if sock is not None:

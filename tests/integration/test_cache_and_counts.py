@@ -34,11 +34,7 @@ async def subscribe(sock: PusherSocket, server: Any, channel: str, user_id: str 
 
 
 async def trigger(server: Any, channel: str, name: str = "marker", data: str = "{}") -> None:
-    body = {"name": name, "channel": channel, "data": data}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
-    assert (status, answer) == (200, {})
+    assert await server.trigger(channel, name, data) == (200, {})
 
 
 async def next_is_marker(server: Any, sock: PusherSocket, channel: str, *more: PusherSocket) -> None:

@@ -33,10 +33,7 @@ def start_cluster(server_factory: Any, count: int, **extra: str) -> list[Running
 
 
 async def trigger(server: RunningServer, channel: str, name: str, data: Any = None) -> None:
-    body = {"name": name, "channel": channel, "data": json.dumps(data if data is not None else {})}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
+    status, answer = await server.trigger(channel, name, json.dumps(data if data is not None else {}))
     assert status == 200, answer
 
 

@@ -18,10 +18,7 @@ SOCKET_ID = "1234.5678"
 
 async def publish(server: Any, channel: str, count: int) -> None:
     for n in range(count):
-        body = {"name": "update", "channel": channel, "data": json.dumps({"n": n})}
-        status, answer = await api_call(
-            server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-        )
+        status, answer = await server.trigger(channel, "update", json.dumps({"n": n}))
         assert status == 200, answer
 
 

@@ -19,10 +19,7 @@ EVENT = "update"
 
 
 async def publish(server: Any, channel: str, n: int) -> None:
-    body = {"name": EVENT, "channel": channel, "data": json.dumps({"n": n})}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
+    status, answer = await server.trigger(channel, EVENT, json.dumps({"n": n}))
     assert (status, answer) == (200, {}), answer
 
 

@@ -46,10 +46,7 @@ async def user_channel_joined(sock: PusherSocket, user_id: str) -> None:
 
 
 async def trigger(server: Any, channel: str, name: str = "marker", data: str = "{}") -> None:
-    body = {"name": name, "channel": channel, "data": data}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
+    status, answer = await server.trigger(channel, name, data)
     assert status == 200, answer
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 
-from pusherclient import PusherSocket, api_call
+from pusherclient import PusherSocket
 
 
 async def trigger(server, channel: str, name: str = "evt", data: str = '{"n":1}', **extra) -> None:
-    body = {"name": name, "channel": channel, "data": data, **extra}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
+    status, answer = await server.trigger(channel, name, data, **extra)
     assert status == 200, answer
 
 

@@ -175,11 +175,7 @@ async def barrier(server: Any, sock: PusherSocket, receiver: Receiver, path: str
 
 
 async def trigger(server: Any, channel: str, name: str = "evt", data: str = "{}") -> None:
-    body = {"name": name, "channel": channel, "data": data}
-    status, answer = await api_call(
-        server.http_url, server.key, server.secret, "POST", f"/apps/{server.app_id}/events", body
-    )
-    assert (status, answer) == (200, {})
+    assert await server.trigger(channel, name, data) == (200, {})
 
 
 async def failures(server: Any) -> float:

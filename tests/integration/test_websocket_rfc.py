@@ -20,7 +20,7 @@ import pytest
 
 from clarion.protocol import signatures
 from clarion.server.listener import accept_key
-from pusherclient import PusherSocket, api_call, fresh, payload, signed_query
+from pusherclient import PusherSocket, fresh, payload, signed_query
 from wsframes import client_frame
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -154,14 +154,7 @@ class RawSocket:
 
 
 async def publish(server: Any, channel: str, event: str, data: str = "{}") -> None:
-    status, _ = await api_call(
-        server.http_url,
-        server.key,
-        server.secret,
-        "POST",
-        f"/apps/{server.app_id}/events",
-        {"name": event, "channel": channel, "data": data},
-    )
+    status, _ = await server.trigger(channel, event, data)
     assert status == 200
 
 
