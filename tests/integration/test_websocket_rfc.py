@@ -73,6 +73,12 @@ class RawSocket:
         await sock.established()
         return sock
 
+    async def __aenter__(self) -> RawSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def send(self, *chunks: bytes) -> None:
         for chunk in chunks:
             self.writer.write(chunk)
@@ -182,8 +188,7 @@ async def gets_events(server: Any, sock: RawSocket) -> None:
 
 
 async def test_fragmented_subscribe_with_a_ping_between_fragments_is_reassembled(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         channel = fresh("frag-")
         message = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
         await sock.send(frame(TEXT, message[:5], fin=False))
@@ -195,13 +200,10 @@ async def test_fragmented_subscribe_with_a_ping_between_fragments_is_reassembled
         await sock.expect("pusher_internal:subscription_succeeded", channel)
         await publish(server, channel, "after-fragments")
         await sock.expect("after-fragments", channel)
-    finally:
-        await sock.close()
 
 
 async def test_fragments_and_interleaved_pings_in_one_write_are_handled_in_order(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         message = b'{"event":"pusher:ping","data":{}}'
         await sock.send(
             frame(TEXT, message[:1], fin=False)
@@ -214,26 +216,20 @@ async def test_fragments_and_interleaved_pings_in_one_write_are_handled_in_order
         assert await sock.recv_frame() == (PONG, True, b"one")
         assert await sock.recv_frame() == (PONG, True, b"two")
         await sock.expect("pusher:pong")
-    finally:
-        await sock.close()
 
 
 async def test_a_utf8_character_split_across_fragments_is_valid(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         channel = fresh("utf8-")
         subscribe = {"event": "pusher:subscribe", "data": {"channel": channel}, "x": "é€😀"}
         message = json.dumps(subscribe, ensure_ascii=False).encode()
         cut = message.index("€".encode()) + 1  # inside the 3-byte character
         await sock.send(frame(TEXT, message[:cut], fin=False), frame(CONTINUATION, message[cut:]))
         await sock.expect("pusher_internal:subscription_succeeded", channel)
-    finally:
-        await sock.close()
 
 
 async def test_fragmented_message_of_exactly_the_limit_is_accepted(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         shell = '{"event":"pusher:ping","data":"%s"}'
         message = (shell % ("x" * (MAX_MESSAGE - len(shell) + 2))).encode()
         assert len(message) == MAX_MESSAGE
@@ -243,8 +239,6 @@ async def test_fragmented_message_of_exactly_the_limit_is_accepted(server) -> No
         half = len(message) // 2
         await sock.send(frame(TEXT, message[:half], fin=False), frame(CONTINUATION, message[half:]))
         await sock.expect("pusher:pong")
-    finally:
-        await sock.close()
 
 
 async def test_many_empty_fragments_are_handled_in_linear_time(server) -> None:
@@ -265,43 +259,31 @@ async def test_many_empty_fragments_are_handled_in_linear_time(server) -> None:
 
 
 async def test_ping_with_payload_gets_pong_with_the_same_payload(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         for data in (b"", b"x", bytes(range(125))):
             await sock.send(frame(PING, data))
             assert await sock.recv_frame() == (PONG, True, data)
         await gets_events(server, sock)
-    finally:
-        await sock.close()
 
 
 async def test_client_close_1000_is_echoed_then_tcp_closes(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
         assert await sock.recv_frame() == (CLOSE, True, struct.pack("!H", 1000))
         await sock.eof()
-    finally:
-        await sock.close()
     await still_serving(server)
 
 
 async def test_client_close_with_an_application_code_is_echoed(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(CLOSE, struct.pack("!H", 4000)))
         assert await sock.closed_with() == 4000
-    finally:
-        await sock.close()
 
 
 async def test_client_close_without_a_code_is_answered_with_1000(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(CLOSE))
         assert await sock.closed_with() == 1000
-    finally:
-        await sock.close()
 
 
 @pytest.mark.parametrize(
@@ -317,24 +299,18 @@ async def test_client_close_without_a_code_is_answered_with_1000(server) -> None
     ids=["one-byte", "999", "1005", "1006", "5000", "bad-reason"],
 )
 async def test_a_broken_client_close_is_answered_with_its_error_code(server, payload: bytes, code: int) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(CLOSE, payload))
         assert await sock.closed_with() == code
-    finally:
-        await sock.close()
     await still_serving(server)
 
 
 async def test_frames_after_the_client_close_are_ignored(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(CLOSE, struct.pack("!H", 1000)) + text({"event": "pusher:ping", "data": {}}))
         # The close answer and nothing else: no pong for the text frame behind the close.
         assert await sock.recv_frame() == (CLOSE, True, struct.pack("!H", 1000))
         await sock.eof()
-    finally:
-        await sock.close()
 
 
 # --- protocol violations ----------------------------------------------------------------------
@@ -344,14 +320,11 @@ async def check_failure(server: Any, data: bytes, code: int) -> None:
     """``data`` on an open socket gets close ``code`` and a TCP close; a bystander socket and a
     fresh client still get events."""
     bystander = await RawSocket.open(server)
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(data)
         assert await sock.closed_with() == code
         await gets_events(server, bystander)
         await still_serving(server)
-    finally:
-        await sock.close()
         await bystander.close()
 
 
@@ -404,22 +377,18 @@ async def test_single_frame_over_the_limit_closes_with_1009_before_its_payload(s
 
 
 async def test_binary_message_gets_pusher_error_4200_and_socket_survives(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         await sock.send(frame(BINARY, b"\x00\x01", fin=False), frame(CONTINUATION, b"\x02"))
         error = await sock.expect("pusher:error")
         assert payload(error)["code"] == 4200
         await gets_events(server, sock)
-    finally:
-        await sock.close()
 
 
 # --- segmentation -----------------------------------------------------------------------------
 
 
 async def test_handshake_and_first_frames_in_one_tcp_write_work(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         channel = fresh("same-packet-")
         request = handshake(server)
         subscribe = text({"event": "pusher:subscribe", "data": {"channel": channel}})
@@ -442,26 +411,20 @@ async def test_handshake_and_first_frames_in_one_tcp_write_work(server) -> None:
         }
         await publish(server, channel, "first")
         await sock.expect("first", channel)
-    finally:
-        await sock.close()
 
 
 async def test_handshake_and_a_partial_frame_in_one_write_completes_later(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         ping = text({"event": "pusher:ping", "data": {}})
         await sock.send(handshake(server) + ping[:3])
         assert (await sock.response_head())[0] == 101
         await sock.established()
         await sock.send(ping[3:])
         await sock.expect("pusher:pong")
-    finally:
-        await sock.close()
 
 
 async def test_handshake_split_byte_by_byte_works(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         request = handshake(server)
         for index in range(len(request)):
             await sock.send(request[index : index + 1])
@@ -477,8 +440,6 @@ async def test_handshake_split_byte_by_byte_works(server) -> None:
             await sock.send(ping[index : index + 1])
             await asyncio.sleep(0.001)
         await sock.expect("pusher:pong")
-    finally:
-        await sock.close()
 
 
 # --- bad handshakes ---------------------------------------------------------------------------
@@ -486,15 +447,12 @@ async def test_handshake_split_byte_by_byte_works(server) -> None:
 
 async def http_answer(server: Any, request: bytes) -> tuple[int, bytes]:
     """The status and body the server answers ``request`` with; the connection must then close."""
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         await sock.send(request)
         status, headers, body = await sock.response()
         assert headers["connection"].lower() == "close"
         await sock.eof()
         return status, body
-    finally:
-        await sock.close()
 
 
 async def test_upgrade_without_sec_websocket_key_is_a_400(server) -> None:
@@ -535,25 +493,19 @@ async def test_upgrade_whose_connection_header_lacks_upgrade_is_a_400(server) ->
 
 
 async def test_upgrade_with_connection_keep_alive_and_upgrade_is_accepted(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         await sock.upgrade(handshake(server, Connection="keep-alive, Upgrade"))
         await sock.established()
         await gets_events(server, sock)
-    finally:
-        await sock.close()
 
 
 async def test_request_head_over_16_kib_is_a_431(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         request = handshake(server)[:-2]  # no blank line yet: the head goes on
         await sock.send(request + b"X-Padding: " + b"p" * (17 * 1024))
         status, _, _ = await sock.response()
         assert status == 431
         await sock.eof()
-    finally:
-        await sock.close()
     await still_serving(server)
 
 
@@ -615,8 +567,7 @@ def http_get(server: Any, path: str, signed: bool = False) -> bytes:
 
 
 async def test_http_api_keeps_the_connection_alive_for_a_second_request(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         await sock.send(http_get(server, "/health"))
         status, headers, body = await sock.response()
         assert (status, json.loads(body)) == (200, {"status": "ok"})
@@ -630,28 +581,22 @@ async def test_http_api_keeps_the_connection_alive_for_a_second_request(server) 
         await sock.send(http_get(server, f"/app/{server.key}"))
         status, _, _ = await sock.response()
         assert status == 400
-    finally:
-        await sock.close()
 
 
 async def test_two_pipelined_http_requests_in_one_write_are_both_answered(server) -> None:
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         await sock.send(http_get(server, "/health") + http_get(server, f"/apps/{server.app_id}/channels", signed=True))
         first, _, body = await sock.response()
         assert (first, json.loads(body)) == (200, {"status": "ok"})
         second, _, body = await sock.response()
         assert second == 200
         assert "channels" in json.loads(body)
-    finally:
-        await sock.close()
 
 
 async def test_http_post_with_body_in_the_first_write_reaches_the_api(server) -> None:
     channel = fresh("posted-")
     listener = await RawSocket.open(server)
-    sock = await RawSocket.connect(server)
-    try:
+    async with await RawSocket.connect(server) as sock:
         await listener.send(text({"event": "pusher:subscribe", "data": {"channel": channel}}))
         await listener.expect("pusher_internal:subscription_succeeded", channel)
         path = f"/apps/{server.app_id}/events"
@@ -666,8 +611,6 @@ async def test_http_post_with_body_in_the_first_write_reaches_the_api(server) ->
         status, _, _ = await sock.response()
         assert status == 200
         await listener.expect("posted", channel)
-    finally:
-        await sock.close()
         await listener.close()
 
 
@@ -675,8 +618,7 @@ async def test_http_post_with_body_in_the_first_write_reaches_the_api(server) ->
 
 
 async def test_flood_of_frames_behind_a_presence_subscribe_is_answered_in_order(server) -> None:
-    sock = await RawSocket.open(server)
-    try:
+    async with await RawSocket.open(server) as sock:
         presence = fresh("presence-flood-")
         channel_data = json.dumps({"user_id": fresh("user-"), "user_info": {}})
         auth = signatures.channel_auth(server.key, server.secret, sock.socket_id, presence, channel_data)
@@ -701,5 +643,3 @@ async def test_flood_of_frames_behind_a_presence_subscribe_is_answered_in_order(
         await sock.send(frame(PING, b"after"))
         assert await sock.recv_frame() == (PONG, True, b"after")
         await gets_events(server, sock)
-    finally:
-        await sock.close()
