@@ -9,11 +9,12 @@ order behind anything already queued, and nothing goes to a connection that is c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -92,9 +93,11 @@ class Pair:
             self.peer.setblocking(True)
 
 
-async def open_pairs(
+@contextlib.asynccontextmanager
+async def connected(
     count: int, max_buffer: int = 1 << 20, sndbuf: int | None = None, connection: type[Connection] = Connection
-) -> list[Pair]:
+) -> AsyncIterator[list[Pair]]:
+    """``count`` Connections on accepted sockets, as the listener makes them; all closed after."""
     loop = asyncio.get_running_loop()
     listener = socket.create_server(("127.0.0.1", 0))
     hub = AppHub(APP)
@@ -113,13 +116,12 @@ async def open_pairs(
             pairs.append(Pair(conn, peer))
     finally:
         listener.close()
-    return pairs
-
-
-def close_all(pairs: list[Pair]) -> None:
-    for pair in pairs:
-        pair.conn.transport.abort()
-        pair.peer.close()
+    try:
+        yield pairs
+    finally:
+        for pair in pairs:
+            pair.conn.transport.abort()
+            pair.peer.close()
 
 
 def sockets_of(pairs: list[Pair]) -> dict[str, Connection]:
@@ -137,8 +139,7 @@ def test_the_native_fanout_is_built() -> None:
 @pytest.mark.parametrize("fan_name", FANS)
 def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str, loop_name: str) -> None:
     async def test() -> None:
-        pairs = await open_pairs(6)
-        try:
+        async with connected(6) as pairs:
             frame = text_frame('{"event":"e","channel":"c","data":"1"}')
             skipped = pairs[2].conn
             assert fanout.deliver(FANS[fan_name], sockets_of(pairs), frame, skipped) == 5  # type: ignore[arg-type]
@@ -149,8 +150,6 @@ def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str
                 else:
                     assert pair.read(len(frame)) == frame
                     assert pair.pending() == b""
-        finally:
-            close_all(pairs)
 
     run(loop_name, test)
 
@@ -159,9 +158,8 @@ def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str
 @pytest.mark.parametrize("fan_name", FANS)
 def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, loop_name: str) -> None:
     async def test() -> None:
-        (pair,) = await open_pairs(1, max_buffer=64 << 20)
-        conn = pair.conn
-        try:
+        async with connected(1, max_buffer=64 << 20) as (pair,):
+            conn = pair.conn
             assert conn.out_fd >= 0  # nothing buffered: direct sends allowed
             big = text_frame("x" * (8 << 20))  # more than the kernel buffers take: the rest queues
             assert conn.write(big)
@@ -177,8 +175,6 @@ def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, l
             assert await pair.drain(len(big) + len(small)) == big + small
             await asyncio.sleep(0.05)
             assert conn.out_fd == conn.fd  # resume_writing: drained, direct again
-        finally:
-            close_all([pair])
 
     run(loop_name, test)
 
@@ -186,9 +182,8 @@ def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, l
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> None:
     async def test() -> None:
-        (pair,) = await open_pairs(1, max_buffer=64 << 20, sndbuf=16 * 1024)
-        conn = pair.conn
-        try:
+        async with connected(1, max_buffer=64 << 20, sndbuf=16 * 1024) as (pair,):
+            conn = pair.conn
             frame = text_frame("y" * (4 << 20))
             sent, rest = fanout.fanout_native({conn.socket_id: conn}, frame, None)  # type: ignore[misc]
             assert sent == 0
@@ -197,8 +192,6 @@ def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> N
             assert conn.write_rest(frame, done)
             assert conn.out_fd == -1
             assert await pair.drain(len(frame)) == frame
-        finally:
-            close_all([pair])
 
     run(loop_name, test)
 
@@ -206,8 +199,7 @@ def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> N
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_failed_send_drops_the_connection_and_is_not_counted(loop_name: str) -> None:
     async def test() -> None:
-        first, second = await open_pairs(2)
-        try:
+        async with connected(2) as (first, second):
             # The first peer resets its end; the loop has not run since, so the server side has
             # not heard of it and only the send finds out.
             first.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -222,9 +214,6 @@ def test_a_failed_send_drops_the_connection_and_is_not_counted(loop_name: str) -
             assert first.conn.transport.is_closing()
             assert first.conn.out_fd == -1
             assert second.read(len(frame)) == frame
-        finally:
-            close_all([second])
-            first.conn.transport.abort()
 
     run(loop_name, test)
 
@@ -261,17 +250,16 @@ def test_the_loop_closes_a_socket_only_after_connection_lost_clears_out_fd(how: 
     # before the loop closes it (and the kernel may give it to a new connection). Both loops call
     # connection_lost first; this holds them to it, for each way a transport ends.
     async def test() -> None:
-        (pair,) = await open_pairs(1, connection=_Watched)
-        conn = pair.conn
-        conn.inode = os.fstat(conn.fd).st_ino  # type: ignore[attr-defined]
-        conn.lost = asyncio.Event()  # type: ignore[attr-defined]
-        CLOSES[how](pair)
-        await asyncio.wait_for(conn.lost.wait(), 5)  # type: ignore[attr-defined]
-        still_open, before = conn.heard  # type: ignore[attr-defined]
-        assert still_open  # the number was still this connection's own socket
-        assert before in (conn.fd, -1)  # (-1 already after the peer's EOF)
-        assert conn.after == -1  # type: ignore[attr-defined]
-        pair.peer.close()
+        async with connected(1, connection=_Watched) as (pair,):
+            conn = pair.conn
+            conn.inode = os.fstat(conn.fd).st_ino  # type: ignore[attr-defined]
+            conn.lost = asyncio.Event()  # type: ignore[attr-defined]
+            CLOSES[how](pair)
+            await asyncio.wait_for(conn.lost.wait(), 5)  # type: ignore[attr-defined]
+            still_open, before = conn.heard  # type: ignore[attr-defined]
+            assert still_open  # the number was still this connection's own socket
+            assert before in (conn.fd, -1)  # (-1 already after the peer's EOF)
+            assert conn.after == -1  # type: ignore[attr-defined]
 
     run(loop_name, test)
 
@@ -279,8 +267,7 @@ def test_the_loop_closes_a_socket_only_after_connection_lost_clears_out_fd(how: 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
     async def test() -> None:
-        (pair,) = await open_pairs(1)
-        try:
+        async with connected(1) as (pair,):
             pair.conn.close(4009, "bye")  # the close frame goes out; the socket stays open for the answer
             closing = pair.read(2)
             assert closing[0] == 0x88  # a close frame
@@ -290,7 +277,5 @@ def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
             assert fanout.deliver(fanout.fanout_native, sockets_of([pair]), frame) == 0  # type: ignore[arg-type]
             await asyncio.sleep(0.05)
             assert pair.pending() == b""
-        finally:
-            close_all([pair])
 
     run(loop_name, test)
