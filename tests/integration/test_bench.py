@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,9 @@ def test_plot_writes_png(tmp_path: Path) -> None:
 
 
 def test_external_server_idle_rss(server: RunningServer) -> None:
-    """``--url`` with ``--server-pid`` at ``--rate 0``: connect, hold, measure memory; no events."""
+    """``--url`` with ``--server-pid`` at ``--rate 0``: connect, hold, measure memory; no events.
+    The subscribers leave with a valid close frame, so the server counts no protocol error."""
+    logged = len(server.output)
     doc, _ = bench(
         *("--url", server.http_url, "--app-id", server.app_id, "--key", server.key, "--secret", server.secret),
         *("--server-pid", str(server.proc.pid), "--subscribers", "40", "--rate", "0", "--duration", "1"),
@@ -163,6 +166,14 @@ def test_external_server_idle_rss(server: RunningServer) -> None:
     assert run["server_pid"] == server.proc.pid
     assert is_number(run["server_rss_per_connection_bytes"])
     assert run["server_rss_connected_bytes"] > 0
+    deadline = time.monotonic() + 5
+    while True:  # the server logs each close a moment after the bench has exited
+        closes = [line for line in server.output[logged:] if "connection closed" in line]
+        if len(closes) >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(closes) == 40, closes[:3]
+    assert all("reason=client code=1000" in line for line in closes), [c for c in closes if "code=1000" not in c][:3]
 
 
 def test_external_server_bad_secret_is_reported(server: RunningServer) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 # Progress counters per worker, in shared memory: the parent prints them once a second.
 SUBSCRIBED, RECEIVED, DISCONNECTS, FAILURES = range(4)
@@ -157,7 +157,7 @@ class Subscriber(WSListener):
             if frame.msg_type == _CLOSE:
                 raw = frame.get_payload_as_bytes()
                 self.close_code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else None
-                transport.send_close()
+                transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
             return
         message = orjson.loads(frame.get_payload_as_memoryview())
@@ -350,7 +350,7 @@ async def _worker(config: WorkerConfig, conn: mp.connection.Connection, progress
     conn.send(("result", result))
     for sub in subscribers:
         if sub.transport is not None and not sub.transport.is_disconnected:
-            sub.transport.send_close()
+            sub.transport.send_close(WSCloseCode.OK)
             sub.transport.disconnect()
     await asyncio.sleep(0.1)  # let the close frames go out
 
