@@ -6,16 +6,22 @@ signed query and break exactly one thing in it.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import math
+import os
+import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from clarion.protocol.signatures import sign_api_request
 from pusherclient import PusherSocket, api_call, fresh, raw_request, signed_query, wait_for
+from wsframes import client_frame
 
 
 async def post_event(server: Any, body: Any, **extra: str) -> tuple[int, Any]:
@@ -78,6 +84,59 @@ def _counted(server: Any, channel: str, expected: int) -> Any:
     return check
 
 
+class BlockingSubscriber:
+    """A plain blocking socket, upgraded and subscribed, whose kernel buffer can be looked at
+    without waiting: nothing reads it behind the test's back."""
+
+    def __init__(self, server: Any, channel: str) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=5)
+        self.buffer = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /app/{server.key}?protocol=7&client=raw HTTP/1.1\r\nHost: {server.host}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(4096)
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert self.next_event()["event"] == "pusher:connection_established"
+        subscribe = {"event": "pusher:subscribe", "data": {"channel": channel}}
+        self.sock.sendall(client_frame(0x1, json.dumps(subscribe).encode()))
+        assert self.next_event()["event"] == "pusher_internal:subscription_succeeded"
+
+    def next_event(self) -> dict[str, Any]:
+        """One small unmasked text frame from the server, read blocking."""
+        while len(self.buffer) < 2 or len(self.buffer) < 2 + (self.buffer[1] & 0x7F):
+            self.buffer += self.sock.recv(4096)
+        assert self.buffer[0] == 0x81 and self.buffer[1] < 126, self.buffer[:2]
+        size = self.buffer[1]
+        frame, self.buffer = self.buffer[2 : 2 + size], self.buffer[2 + size :]
+        result: dict[str, Any] = json.loads(frame)
+        return result
+
+    def waiting_now(self) -> bytes:
+        """What has arrived already, without waiting for more."""
+        self.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            self.buffer += self.sock.recv(65536)
+        self.sock.settimeout(5)
+        return self.buffer
+
+
+@contextlib.contextmanager
+def blocking_subscribers(server: Any, channel: str, count: int) -> Iterator[list[BlockingSubscriber]]:
+    subscribers: list[BlockingSubscriber] = []
+    try:
+        for _ in range(count):
+            subscribers.append(BlockingSubscriber(server, channel))
+        yield subscribers
+    finally:
+        for subscriber in subscribers:
+            subscriber.sock.close()
+
+
 # --- POST /apps/{id}/events ------------------------------------------------------------------
 
 
@@ -89,6 +148,23 @@ async def test_trigger_delivers_the_exact_frame_with_data_string_unchanged(serve
         assert (status, answer) == (200, {})
         frame = await sock.recv()
         assert frame == {"event": "greet", "channel": channel, "data": data}
+
+
+@pytest.mark.parametrize("fanout", ["native", "python"])
+async def test_the_api_answers_only_after_every_local_subscriber_was_written_to(server_factory, fanout: str) -> None:
+    """An answer written first would wake the publisher to compete with the subscribers for the
+    CPU while they read. With 300 subscribers the fan-out takes long enough that an answer sent
+    before it would reach this test while the last sockets still had nothing."""
+    server = server_factory({"CLARION_FANOUT": fanout})
+    channel = fresh("order-")
+    with blocking_subscribers(server, channel, 300) as subscribers:
+        for round_no in range(3):
+            status, _ = await server.trigger(channel, "tick", str(round_no))
+            assert status == 200
+            late = [i for i, sub in enumerate(subscribers) if b'"event":"tick"' not in sub.waiting_now()]
+            assert late == [], f"round {round_no}: {len(late)} subscribers had nothing when the API answered"
+            for sub in subscribers:
+                assert sub.next_event() == {"event": "tick", "channel": channel, "data": str(round_no)}
 
 
 async def test_trigger_relays_data_that_is_not_json_unchanged(server) -> None:

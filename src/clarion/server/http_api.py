@@ -111,6 +111,7 @@ async def _publish(node: Node, app: App, trigger: api.Trigger) -> None:
 async def trigger_event(request: web.Request, node: Node, app: App, body: bytes) -> Any:
     trigger = api.parse_trigger_body(body, app)
     await _publish(node, app, trigger)
+    await node.settle()
     if not trigger.info:
         return {}
     return {"channels": {channel: await _counts(node, app, channel, trigger.info) for channel in trigger.channels}}
@@ -120,6 +121,7 @@ async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes)
     batch = api.parse_batch_body(body, app)
     for trigger in batch:
         await _publish(node, app, trigger)
+    await node.settle()
     if not any(trigger.info for trigger in batch):
         return {}
     return {"batch": [await _counts(node, app, t.channels[0], t.info) if t.info else {} for t in batch]}

@@ -89,6 +89,17 @@ class Node:
         if len(pending) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
+    async def settle(self) -> None:
+        """Let the local fan-out of what was just published run before the caller goes on.
+
+        The HTTP API answers after this: an answer written first wakes the publisher, which then
+        competes with the subscribers for the CPU while they read (measured: at 1 subscriber the
+        median latency 0.93 -> 0.66 ms). Yielding once, rather than flushing here, keeps the events
+        of requests handled in the same loop turn in one write: the flush was scheduled first.
+        """
+        if self._pending:
+            await asyncio.sleep(0)
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         count = len(pending)
