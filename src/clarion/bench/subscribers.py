@@ -318,9 +318,14 @@ async def _worker(config: WorkerConfig, conn: mp.connection.Connection, progress
     subscribers: list[Subscriber] = []
     setup_ms = array("f")
     if command == "connect":
-        subscribers, report, setup_ms = await _open_all(config, state)
-        # Thousands of long-lived connection objects: keep the collector from rescanning them
-        # while messages arrive, which cost the receive loop more than the messages themselves.
+        # Thousands of long-lived connection objects: the collector would rescan them again and
+        # again while they are opened, and while messages arrive, for no garbage. It sleeps while
+        # they open; what survives is then frozen out of every later collection.
+        gc.disable()
+        try:
+            subscribers, report, setup_ms = await _open_all(config, state)
+        finally:
+            gc.enable()
         gc.collect()
         gc.freeze()
         _publish(state, progress, base)
