@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     target.add_argument("--rounds", type=int, default=2, help="with --compare: rounds of (clarion, baseline); 2")
     target.add_argument("--baseline-cmd", help="with --compare: command for the baseline, '{port}' is replaced")
+    target.add_argument(
+        "--server-cpus", metavar="LIST", help="run the servers bench starts on these CPUs, e.g. 0 (Linux; as taskset)"
+    )
     load = bench.add_argument_group("load")
     load.add_argument("--subscribers", type=int, default=1000, help="WebSocket subscribers (default 1000)")
     load.add_argument("--channels", type=int, default=1, help="public channels, subscribers spread evenly (1)")
@@ -88,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--http-concurrency", type=int, default=1, help="API requests in flight at most (1)")
     load.add_argument(
         "--client-processes", type=int, help="subscriber processes (default: one per spare core, at least 1)"
+    )
+    load.add_argument(
+        "--client-cpus",
+        metavar="LIST",
+        help="run the load generator and the subscribers on these CPUs, e.g. 1 (Linux; as taskset)",
     )
     load.add_argument("--connect-concurrency", type=int, default=500, help="connections opening at once (500)")
     load.add_argument("--connect-timeout", type=float, default=10, help="seconds to connect and subscribe (10)")

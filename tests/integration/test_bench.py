@@ -139,6 +139,23 @@ def test_compare_baseline() -> None:
     assert doc["ok"] is True
 
 
+def test_compare_with_servers_and_clients_pinned_to_their_own_cpus() -> None:
+    """``--server-cpus`` and ``--client-cpus``: both started servers, the load generator and the
+    subscribers run where they were put; the run reports the sets it read back from each process."""
+    available = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = available[0], available[-1]
+    doc, _ = bench(
+        *("--subscribers", "20", "--rate", "20", "--duration", "1", "--compare", "baseline", "--rounds", "1"),
+        *("--server-cpus", str(server_cpu), "--client-cpus", str(client_cpu), "--quiet"),
+    )
+    assert doc["params"]["server_cpus"] == [server_cpu] and doc["params"]["client_cpus"] == [client_cpu]
+    assert doc["params"]["client_processes"] == 1  # one per client CPU
+    for run in doc["runs"]:
+        assert_clean(run, 20)
+        assert run["server_cpus"] == [server_cpu], run["label"]
+        assert run["client_cpus"] == [client_cpu], run["label"]
+
+
 def test_plot_writes_png(tmp_path: Path) -> None:
     png = tmp_path / "latency.png"
     doc, stderr = bench("--subscribers", "10", "--rate", "20", "--duration", "1", "--plot", str(png))
@@ -198,6 +215,26 @@ def test_usage_errors() -> None:
     )
     assert proc.returncode == 2
     assert "--secret" in proc.stderr
+
+
+def test_cpu_lists_are_checked() -> None:
+    available = os.sched_getaffinity(0)
+    absent = str(max(available) + 1)
+    cases = [
+        (["--client-cpus", "x"], "--client-cpus: 'x' is not a CPU list"),
+        (["--server-cpus", "1-0"], "--server-cpus: '1-0' runs backwards"),
+        (["--client-cpus", absent], f"--client-cpus: CPU {absent} is not available here"),
+        (
+            ["--url", "http://127.0.0.1:1", "--app-id", "a", "--key", "k", "--secret", "s", "--server-cpus", "0"],
+            "--server-cpus pins the servers bench starts",
+        ),
+    ]
+    for args, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "clarion", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
 
 
 # --- a faulty server: loss and a dropped socket must show -----------------------------------

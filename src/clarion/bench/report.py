@@ -70,6 +70,7 @@ class ServerFigures:
     rss_before: int = 0  # bytes, before any subscriber connected
     rss_connected: int = 0  # bytes, with every subscriber connected and idle
     cpu_seconds: float | None = None  # during the load phase (trigger and drain)
+    cpus: list[int] | None = None  # the CPUs its processes may run on
 
 
 @dataclass
@@ -241,7 +242,9 @@ def analyse(data: RunData) -> dict[str, Any]:
         "latency_max_ms": _r(max_ms),
         "latency_mean_ms": _r(mean),
         "latency_samples": len(ordered),
+        "client_cpus": sorted({cpu for report in data.connects for cpu in report.cpus}) or None,
         "server_pid": None,
+        "server_cpus": None,
         "server_processes": None,
         "server_rss_before_bytes": None,
         "server_rss_connected_bytes": None,
@@ -253,6 +256,7 @@ def analyse(data: RunData) -> dict[str, Any]:
     server = data.server
     if server is not None:
         row["server_pid"] = server.pid
+        row["server_cpus"] = server.cpus
         row["server_processes"] = server.processes
         row["server_rss_before_bytes"] = server.rss_before
         row["server_rss_connected_bytes"] = server.rss_connected
@@ -375,6 +379,13 @@ def table(doc: dict[str, Any]) -> str:
         f"clarion bench: {params['subscribers']:,} subscribers on {params['channels']} channel(s), "
         f"{params['rate']:g} events/s for {params['duration']:g} s, {params['client_processes']} client process(es)"
     )
+    pinned = [
+        f"{side}s on CPUs {','.join(map(str, params[f'{side}_cpus']))}"
+        for side in ("server", "client")
+        if params.get(f"{side}_cpus")
+    ]
+    if pinned:
+        head += "; " + ", ".join(pinned)
     lines = []
     for row in rows:
         named = {**row, "name": f"{row['label']} #{row['round']}" if len(rows) > 1 else row["label"]}

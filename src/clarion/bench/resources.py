@@ -51,3 +51,13 @@ class ServerProbe:
 
     def count(self) -> int:
         return len(self.processes())
+
+    def cpus(self) -> list[int] | None:
+        """The CPUs the server's processes may run on (their union), where the platform says."""
+        found: set[int] = set()
+        for proc in self.processes():
+            try:
+                found.update(proc.cpu_affinity() or [])
+            except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+                continue
+        return sorted(found) or None

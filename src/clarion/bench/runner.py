@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import plot
+from . import cpus, plot
 from .load import LoadPlan, trigger
 from .report import RunData, ServerFigures, analyse, document, table
 from .resources import ServerProbe
@@ -38,9 +38,20 @@ class UsageError(Exception):
     pass
 
 
-def default_client_processes() -> int:
-    """One per spare core: the server under test gets one."""
+def default_client_processes(client_cpus: frozenset[int] | None = None) -> int:
+    """One per spare core: the server under test gets one. With ``--client-cpus``, one per CPU given."""
+    if client_cpus:
+        return len(client_cpus)
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _cpus(flag: str, text: str | None) -> frozenset[int] | None:
+    if not text:
+        return None
+    try:
+        return cpus.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 @dataclass
@@ -53,6 +64,8 @@ class Options:
     compare: str | None
     rounds: int
     baseline_cmd: str | None
+    server_cpus: frozenset[int] | None  # for started servers: as asked, or all of ours when only clients are pinned
+    client_cpus: frozenset[int] | None
     subscribers: int
     channels: int
     rate: float
@@ -94,7 +107,17 @@ class Options:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
-        processes = args.client_processes or default_client_processes()
+        server_cpus = client_cpus = None
+        if args.server_cpus or args.client_cpus:
+            if not cpus.supported():
+                raise UsageError("--server-cpus and --client-cpus need Linux (sched_setaffinity)")
+            if args.server_cpus and args.url:
+                raise UsageError("--server-cpus pins the servers bench starts; pin a --url server where it runs")
+            server_cpus = _cpus("--server-cpus", args.server_cpus)
+            client_cpus = _cpus("--client-cpus", args.client_cpus)
+            if client_cpus and server_cpus is None and not args.url:
+                server_cpus = cpus.of(0)  # a started server must not inherit the clients' pinning
+        processes = args.client_processes or default_client_processes(client_cpus)
         return cls(
             url=args.url,
             app_id=args.app_id or "bench",
@@ -104,6 +127,8 @@ class Options:
             compare=args.compare,
             rounds=args.rounds if args.compare else 1,
             baseline_cmd=args.baseline_cmd,
+            server_cpus=server_cpus,
+            client_cpus=client_cpus,
             subscribers=args.subscribers,
             channels=args.channels,
             rate=args.rate,
@@ -133,6 +158,8 @@ class Options:
             "target": self.url or "start",
             "compare": self.compare,
             "rounds": self.rounds,
+            "server_cpus": sorted(self.server_cpus) if self.server_cpus and not self.url else None,
+            "client_cpus": sorted(self.client_cpus) if self.client_cpus else None,
         }
 
 
@@ -228,6 +255,7 @@ async def run_once(options: Options, target: Target, round_no: int, name: str) -
     server = ServerFigures(pid=target.pid) if probe is not None and target.pid is not None else None
     if probe is not None and server is not None:
         server.rss_before = probe.rss()
+        server.cpus = probe.cpus()
     progress = Progress(name, options.subscribers, options.quiet)
     pool = SubscriberPool(_worker_configs(options, target, channels, run, plan.max_events))
     progress.pool = pool
@@ -293,9 +321,11 @@ async def run_all(options: Options) -> list[RunData]:
     for round_no in range(1, options.rounds + 1):
         for label in labels:
             if label == "clarion":
-                target = await start_clarion(options.app_id, options.key, options.secret)
+                target = await start_clarion(options.app_id, options.key, options.secret, options.server_cpus)
             else:
-                target = await start_baseline(options.baseline_cmd, options.app_id, options.key, options.secret)
+                target = await start_baseline(
+                    options.baseline_cmd, options.app_id, options.key, options.secret, options.server_cpus
+                )
             name = f"{label} #{round_no}" if options.compare else label
             try:
                 if not options.quiet:
@@ -316,6 +346,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"clarion bench: {plot.MISSING}", file=sys.stderr)
         return 2
     raise_nofile_limit()  # before starting a server: it inherits the limit
+    if options.client_cpus:
+        cpus.pin(0, options.client_cpus)  # the subscriber processes inherit it
     try:
         runs = asyncio.run(run_all(options))
     except (TargetError, WorkerDied) as exc:

@@ -20,6 +20,7 @@ import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
+import os
 import resource
 import signal
 import threading
@@ -27,7 +28,7 @@ import time
 import traceback
 from array import array
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
@@ -77,6 +78,7 @@ class ConnectReport:
     failures: Counter[str]  # reason -> count
     started: float  # wall clock of the first connect attempt
     finished: float  # wall clock when the last attempt ended
+    cpus: list[int] = field(default_factory=list)  # the CPUs this worker may run on
 
 
 @dataclass
@@ -279,7 +281,8 @@ async def _open_all(config: WorkerConfig, state: WorkerState) -> tuple[list[Subs
 
     started = time.time()
     await asyncio.gather(*(open_one(channel) for channel in config.channels))
-    return opened, ConnectReport(subscribed, failures, started, time.time()), setup_ms
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return opened, ConnectReport(subscribed, failures, started, time.time(), cpus), setup_ms
 
 
 def _publish(state: WorkerState, progress: SynchronizedArray[Any], base: int) -> None:

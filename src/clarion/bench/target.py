@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from . import cpus as affinity
+
 # Set by bench for a started Clarion, or removed: they would change what is measured.
 _OVERRIDDEN = (
     "CLARION_CONFIG",
@@ -102,7 +104,9 @@ def baseline_script() -> Path | None:
     return None
 
 
-def _spawn(args: list[str], env: dict[str, str], label: str) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    args: list[str], env: dict[str, str], label: str, cpus: frozenset[int] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     handle, name = tempfile.mkstemp(prefix=f"clarion-bench-{label}-", suffix=".log")
     with os.fdopen(handle, "wb") as log:
         try:
@@ -112,6 +116,14 @@ def _spawn(args: list[str], env: dict[str, str], label: str) -> tuple[subprocess
             )
         except OSError as exc:
             raise TargetError(f"cannot start {label}: {args[0]}: {exc.strerror or exc}") from None
+    if cpus:
+        # Before it has started a worker or a thread: they inherit the set.
+        try:
+            affinity.pin(proc.pid, cpus)
+        except OSError as exc:
+            proc.kill()
+            proc.wait()
+            raise TargetError(f"cannot pin {label} to CPUs {affinity.listed(cpus)}: {exc.strerror or exc}") from None
     return proc, Path(name)
 
 
@@ -143,7 +155,7 @@ async def _wait_ready(target: Target, http_check: bool) -> None:
     raise TargetError(f"{target.label} was not ready within {START_TIMEOUT:.0f} s:\n" + target.log_tail())
 
 
-async def start_clarion(app_id: str, key: str, secret: str) -> Target:
+async def start_clarion(app_id: str, key: str, secret: str, cpus: frozenset[int] | None = None) -> Target:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in _OVERRIDDEN}
     env.update(
@@ -158,7 +170,7 @@ async def start_clarion(app_id: str, key: str, secret: str) -> Target:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    proc, log = _spawn([sys.executable, "-m", "clarion", "serve"], env, "clarion")
+    proc, log = _spawn([sys.executable, "-m", "clarion", "serve"], env, "clarion", cpus)
     target = Target("clarion", f"http://127.0.0.1:{port}", app_id, key, secret, proc.pid, proc, log)
     try:
         await _wait_ready(target, http_check=True)
@@ -180,11 +192,13 @@ def baseline_command(custom: str | None, port: int) -> list[str]:
     return [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port)]
 
 
-async def start_baseline(custom: str | None, app_id: str, key: str, secret: str) -> Target:
+async def start_baseline(
+    custom: str | None, app_id: str, key: str, secret: str, cpus: frozenset[int] | None = None
+) -> Target:
     port = free_port()
     args = baseline_command(custom, port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc, log = _spawn(args, env, "baseline")
+    proc, log = _spawn(args, env, "baseline", cpus)
     target = Target("baseline", f"http://127.0.0.1:{port}", app_id, key, secret, proc.pid, proc, log)
     target.notes.append(" ".join(shlex.quote(a) for a in args))
     try:
