@@ -124,9 +124,9 @@ def test_start_mode_smoke() -> None:
 
 
 def test_compare_baseline() -> None:
-    doc, _ = bench("--subscribers", "20", "--rate", "20", "--duration", "1", "--compare", "baseline", "--rounds", "1")
-    labels = [run["label"] for run in doc["runs"]]
-    assert labels == ["clarion", "baseline"]
+    doc, _ = bench("--subscribers", "20", "--rate", "20", "--duration", "1", "--compare", "baseline", "--rounds", "2")
+    labels = [(run["label"], run["round"]) for run in doc["runs"]]
+    assert labels == [("clarion", 1), ("baseline", 1), ("baseline", 2), ("clarion", 2)]  # each goes first once
     for run in doc["runs"]:
         assert_clean(run, 20)
         assert is_number(run["server_cpu_us_per_delivery"]), run["label"]

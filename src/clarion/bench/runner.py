@@ -319,7 +319,9 @@ async def run_all(options: Options) -> list[RunData]:
         return runs
     labels = ["clarion", "baseline"] if options.compare else ["clarion"]
     for round_no in range(1, options.rounds + 1):
-        for label in labels:
+        # Every other round the other way round (clarion, baseline, baseline, clarion, ...): whatever
+        # the position in a round costs, both servers pay it equally often.
+        for label in labels if round_no % 2 else labels[::-1]:
             if label == "clarion":
                 target = await start_clarion(options.app_id, options.key, options.secret, options.server_cpus)
             else:
