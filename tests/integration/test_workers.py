@@ -123,10 +123,32 @@ async def test_workers_exit_when_the_supervisor_is_killed(server_factory) -> Non
     running.proc.kill()
     running.proc.wait(10)
 
-    def gone() -> bool:
-        return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers)
+    def left() -> dict[int, str]:
+        return {pid: _state(pid) for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)}
 
-    await wait_for(gone, timeout=15)
+    try:
+        await wait_for(lambda: not left(), timeout=15)
+    except AssertionError:
+        raise AssertionError(f"workers still running: {left()}\n{running.log_text()[-3000:]}") from None
+
+
+def test_a_worker_whose_supervisor_was_gone_before_its_watch_began_still_leaves() -> None:
+    """The supervisor can die between a worker's start and its first look at its parent: the worker
+    then checks against the pid the supervisor gave it, not against whoever adopted it."""
+    env = {
+        **os.environ,
+        "CLARION_PORT": "0",
+        "CLARION_SCALING": "memory",
+        "CLARION_WORKERS": "1",
+        "CLARION_WORKER_INDEX": "0",
+        "CLARION_SUPERVISOR_PID": "1",  # not this worker's parent: as if it had been adopted already
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "listening on" in result.stdout
+    assert "supervisor gone; worker shutting down" in result.stderr
 
 
 def _state(pid: int) -> str:

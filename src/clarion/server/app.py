@@ -150,9 +150,15 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+def _supervisor_pid() -> int:
+    """The supervisor that started this worker, as it said itself: asked of the kernel only once
+    this task first ran, the parent could already be the process that adopted an orphan."""
+    given = os.environ.get("CLARION_SUPERVISOR_PID", "")
+    return int(given) if given.isdigit() else os.getppid()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
     """A worker whose supervisor is gone (even by SIGKILL) shuts down rather than linger."""
-    parent = os.getppid()
     while os.getppid() == parent:  # noqa: ASYNC110 - no event tells us; a 1 s poll is cheap
         await asyncio.sleep(1.0)
     log.warning("supervisor gone; worker shutting down", extra=logs.fields(parent=parent))
@@ -208,7 +214,7 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop)) if reuse_port else None
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop, _supervisor_pid())) if reuse_port else None
     try:
         await stop.wait()
     finally:

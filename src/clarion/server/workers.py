@@ -48,6 +48,7 @@ class Supervisor:
             "CLARION_HOST": self.settings.host,
             "CLARION_WORKERS": "1",
             "CLARION_WORKER_INDEX": str(index),
+            "CLARION_SUPERVISOR_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
         args = [sys.executable, "-m", "clarion", "serve"]
