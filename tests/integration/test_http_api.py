@@ -6,12 +6,10 @@ signed query and break exactly one thing in it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import math
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import pytest
 
 from clarion.protocol.signatures import sign_api_request
 from pusherclient import PusherSocket, api_call, fresh, raw_request, signed_query, wait_for
-from wsframes import client_frame
+from wsframes import client_frame, handshake
 
 
 async def post_event(server: Any, body: Any, **extra: str) -> tuple[int, Any]:
@@ -91,12 +89,7 @@ class BlockingSubscriber:
     def __init__(self, server: Any, channel: str) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=5)
         self.buffer = b""
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /app/{server.key}?protocol=7&client=raw HTTP/1.1\r\nHost: {server.host}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+        self.sock.sendall(handshake(server))
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self.sock.recv(4096)
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")

@@ -8,7 +8,6 @@ send: fragments, control frames between them, broken frames, odd TCP segmentatio
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -21,7 +20,7 @@ import pytest
 from clarion.protocol import signatures
 from clarion.server.listener import accept_key
 from pusherclient import PusherSocket, fresh, payload, signed_query
-from wsframes import client_frame
+from wsframes import client_frame, handshake
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 # The app's max_message_size (10 KiB) plus the envelope allowance: the largest message accepted.
@@ -35,21 +34,6 @@ def frame(opcode: int, data: bytes = b"", *, fin: bool = True, masked: bool = Tr
 
 def text(message: Any, *, fin: bool = True) -> bytes:
     return frame(TEXT, (message if isinstance(message, str) else json.dumps(message)).encode(), fin=fin)
-
-
-def handshake(server: Any, *, target: str | None = None, drop: tuple[str, ...] = (), **changes: str) -> bytes:
-    headers = {
-        "Host": f"{server.host}:{server.port}",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13",
-    }
-    headers = {name: value for name, value in headers.items() if name not in drop}
-    headers.update({name.replace("_", "-"): value for name, value in changes.items()})
-    lines = [f"GET {target or f'/app/{server.key}?protocol=7&client=raw'} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 class RawSocket:
@@ -319,13 +303,11 @@ async def test_frames_after_the_client_close_are_ignored(server) -> None:
 async def check_failure(server: Any, data: bytes, code: int) -> None:
     """``data`` on an open socket gets close ``code`` and a TCP close; a bystander socket and a
     fresh client still get events."""
-    bystander = await RawSocket.open(server)
-    async with await RawSocket.open(server) as sock:
+    async with await RawSocket.open(server) as bystander, await RawSocket.open(server) as sock:
         await sock.send(data)
         assert await sock.closed_with() == code
         await gets_events(server, bystander)
         await still_serving(server)
-        await bystander.close()
 
 
 async def test_invalid_utf8_text_closes_with_1007(server) -> None:

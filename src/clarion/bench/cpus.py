@@ -43,5 +43,5 @@ def pin(pid: int, cpus: frozenset[int]) -> None:
     os.sched_setaffinity(pid, cpus)
 
 
-def listed(cpus: frozenset[int] | set[int] | None) -> str:
-    return ",".join(str(cpu) for cpu in sorted(cpus)) if cpus else "-"
+def listed(cpus: frozenset[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))

@@ -20,7 +20,6 @@ import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
-import os
 import resource
 import signal
 import threading
@@ -35,6 +34,8 @@ from typing import Any
 import orjson
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from . import cpus
 
 # Progress counters per worker, in shared memory: the parent prints them once a second.
 SUBSCRIBED, RECEIVED, DISCONNECTS, FAILURES = range(4)
@@ -281,8 +282,8 @@ async def _open_all(config: WorkerConfig, state: WorkerState) -> tuple[list[Subs
 
     started = time.time()
     await asyncio.gather(*(open_one(channel) for channel in config.channels))
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return opened, ConnectReport(subscribed, failures, started, time.time(), cpus), setup_ms
+    pinned = sorted(cpus.of(0)) if cpus.supported() else []
+    return opened, ConnectReport(subscribed, failures, started, time.time(), pinned), setup_ms
 
 
 def _publish(state: WorkerState, progress: SynchronizedArray[Any], base: int) -> None:
