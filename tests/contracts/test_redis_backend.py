@@ -3,14 +3,18 @@ after being taken for dead, keep clusters apart by prefix, and keep serving with
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import orjson
+import pytest
 from redis import asyncio as aioredis
 
+from clarion import tasks
 from clarion.scaling.contracts import FIRST, HELD, Control, Envelope
 from clarion.scaling.redis import SEP, RedisBackend
+from clarion.tasks import cancel_and_wait
 from pusherclient import wait_for
 from redisproc import free_port, private_redis
 
@@ -344,3 +348,23 @@ async def test_after_an_outage_only_the_changes_made_meanwhile_are_announced() -
             assert twin.received[b.node_id].restored == []
         finally:
             await twin.close()
+
+
+async def test_a_heartbeat_loop_cancelled_at_any_point_of_its_redis_commands_stops(
+    redis_cluster: RedisTwin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 a cancel landing as one of redis-py's writes completes is lost (see
+    clarion.tasks): cancel_and_wait stops the loop wherever the cancel lands."""
+    monkeypatch.setattr(tasks, "RETRY", 0.05)
+    node = await redis_cluster.node()
+
+    async def beat_forever() -> None:
+        while True:
+            await node.heartbeat()
+
+    for turns in range(16):
+        task = asyncio.create_task(beat_forever())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        assert await cancel_and_wait([task], timeout=5) == set()
+        assert task.cancelled()

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from ..observability import metrics
 from ..observability.logs import fields
+from ..tasks import cancel_and_wait
 from .contracts import (
     FULL,
     POSITION_TTL,
@@ -315,17 +316,17 @@ class RedisBackend:
         self._on_restored = on_restored
         self._reader = asyncio.create_task(self._read_forever())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._connected.wait()
 
     async def close(self) -> None:
         self._closing = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait([self._reader])
         # A clean stop hands its share back at once instead of waiting to be reaped.
-        with contextlib.suppress(RedisError, OSError):
-            await asyncio.wait_for(self._forget_self(), 3)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(3):
+                await self._forget_self()
         await self.redis.aclose()
         await self.state.aclose()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -18,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..observability import logs, metrics
 from ..scaling.contracts import Backend
 from ..scaling.memory import MemoryBackend
+from ..tasks import cancel_and_wait
 from . import http_api
 from .config import Settings
 from .keys import NODE
@@ -114,11 +114,7 @@ def build_app(settings: Settings) -> web.Application:
         await node.start()
         tasks = [asyncio.create_task(_sweep(node)), asyncio.create_task(_beat(node, settings.node_ttl / 3))]
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         await node.close()
 
     async def goodbye(app: web.Application) -> None:

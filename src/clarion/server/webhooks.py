@@ -20,6 +20,7 @@ from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol import webhooks
 from ..protocol.app import App
+from ..tasks import cancel_and_wait
 
 log = logging.getLogger("clarion.webhooks")
 
@@ -197,11 +198,8 @@ class Webhooks:
         if queues:
             drained = asyncio.gather(*(queue.join() for queue in queues))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(drained, drain)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                async with asyncio.timeout(drain):
+                    await drained
+        await cancel_and_wait(self._tasks)
         if self._session is not None:
             await self._session.close()
