@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -65,6 +66,27 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: commands sent meanwhile wait in the socket and run on ``resume``."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def unread(self) -> int:
+        """Bytes that clients sent and this Redis has not read yet (its sockets' receive queues):
+        while it is paused, proof that a command has gone out to it."""
+        total = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as rows:
+                for row in list(rows)[1:]:
+                    cells = row.split()
+                    if int(cells[1].rsplit(":", 1)[1], 16) == self.port and cells[3] == "01":  # ESTABLISHED
+                        total += int(cells[4].split(":")[1], 16)
+        return total
 
     def all_exited(self) -> bool:
         return all(proc.poll() is not None for proc in self.started)

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from clarion.protocol import signatures
 from conftest import RunningServer, run_server
 from pusherclient import PusherSocket, api_call, wait_for
 from redisproc import SHARED_REDIS_URL, port_open, private_redis
@@ -433,5 +434,37 @@ async def test_presence_changes_made_during_a_redis_outage_reach_the_other_nodes
             await expect_member(watcher, "member_removed", "presence-desk", "leaver", timeout=10)
             users = await api_get(b, "/channels/presence-desk/users")
             assert sorted(u["id"] for u in users["users"]) == ["newcomer", "watcher"]
+        finally:
+            await close_all(socks)
+
+
+async def test_a_presence_subscribe_whose_socket_leaves_while_redis_answers_leaves_no_member_behind() -> None:
+    """The socket closes while its join waits on Redis: once Redis answers, the node takes back the
+    member and the count it added. Cancelling the join there instead left a member for good."""
+    socks: list[PusherSocket] = []
+    with private_redis() as redis, contextlib.ExitStack() as stack:
+        node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url}))
+        try:
+            leaver = await open_socket(node, socks)
+            channel, member = "presence-lobby", {"user_id": "ghost", "user_info": {}}
+            encoded = json.dumps(member)
+            auth = signatures.channel_auth(node.key, node.secret, leaver.socket_id, channel, encoded)
+            redis.pause()
+            try:
+                await leaver.send("pusher:subscribe", {"channel": channel, "auth": auth, "channel_data": encoded})
+                await wait_for(lambda: redis.unread() > 0, timeout=5)  # the join went out: it awaits the answer
+                await leaver.close()
+                await wait_for(lambda: "connection closed" in node.log_text(), timeout=5)
+            finally:
+                redis.resume()
+            await wait_for(lambda: "subscription withdrawn" in node.log_text(), timeout=10)
+            assert (await api_get(node, f"/channels/{channel}/users"))["users"] == []
+            assert await api_get(node, f"/channels/{channel}", info="subscription_count") == {
+                "occupied": False,
+                "subscription_count": 0,
+            }
+            watcher = await open_socket(node, socks)
+            presence = await subscribe(watcher, node, channel, "watcher")
+            assert presence["ids"] == ["watcher"]
         finally:
             await close_all(socks)

@@ -82,7 +82,7 @@ class Connection(asyncio.Protocol):
         self._buffer: bytearray | None = None  # bytes of an unfinished frame
         self._fragments: bytearray | None = None  # an unfinished message: its opcode, then its parts
         self._queue: list[str] | None = None  # frames waiting for the worker
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self.fd = self.out_fd = -1
         sock = transport.get_extra_info("socket")
         if sock is not None and transport.get_extra_info("sslcontext") is None:
@@ -314,8 +314,9 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.out_fd = -1
         self._buffer = self._fragments = None
-        if self._worker is not None:
-            self._worker.cancel()
+        # A worker still carrying out shared-state actions is left to finish, not cancelled: it
+        # takes back what it added for a socket that is gone (Node._join) and then stops, while a
+        # cancel landing between two Redis commands would leave a count or a member behind.
         self.node.spawn(self._gone())
 
     async def _gone(self) -> None:

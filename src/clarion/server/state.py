@@ -258,6 +258,10 @@ class Node:
             await self.backend.add_subscriptions(app.id, name, -1)
             if member is not None and result is not None and not hub.has_member(name, member.user_id):
                 await self.backend.leave(app.id, name, member.user_id)
+            log.info(
+                "subscription withdrawn: the socket left while it was made",
+                extra=fields(app_id=app.id, socket_id=conn.socket_id, channel=name),
+            )
             return
         hub.join(conn, name, member)
         self._answer(hub, conn, name, presence, cached)
