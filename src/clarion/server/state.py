@@ -458,7 +458,17 @@ class Node:
             conn.send(messages.encode("pusher_internal:watchlist_events", {"events": events}))
             for frame in held:
                 conn.write(frame)
-        if came_online_here and await self.backend.user_online(app.id, action.user_id):
+        if conn.socket_id not in hub.connections:
+            # Gone while the watchlist was read: drop() has signed it out; marking the user online
+            # now would leave them online in the cluster for good.
+            log.info(
+                "sign-in withdrawn: the socket left while it was made",
+                extra=fields(app_id=app.id, socket_id=conn.socket_id),
+            )
+            return
+        news = came_online_here and await self.backend.user_online(app.id, action.user_id)
+        # Gone during that round trip: drop() announces the user offline, and "online" would trail it.
+        if news and conn.socket_id in hub.connections:
             await self.backend.control(Control("online", app.id, {"user_id": action.user_id}))
 
     def _tell_watchers(self, hub: AppHub, user_id: str, status: str) -> None:
