@@ -358,13 +358,18 @@ async def test_a_heartbeat_loop_cancelled_at_any_point_of_its_redis_commands_sto
     monkeypatch.setattr(tasks, "RETRY", 0.05)
     node = await redis_cluster.node()
 
+    ended = asyncio.Event()  # on failure: a loop that outlived every cancel stops, so the test ends
+
     async def beat_forever() -> None:
-        while True:
+        while not ended.is_set():
             await node.heartbeat()
 
-    for turns in range(16):
-        task = asyncio.create_task(beat_forever())
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        assert await cancel_and_wait([task], timeout=5) == set()
-        assert task.cancelled()
+    try:
+        for turns in range(16):
+            task = asyncio.create_task(beat_forever())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            assert await cancel_and_wait([task], timeout=5) == set(), f"still beating, cancelled {turns} turns in"
+            assert task.cancelled()
+    finally:
+        ended.set()
