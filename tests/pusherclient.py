@@ -121,6 +121,19 @@ class PusherSocket:
         auth: str | None = None,
     ) -> dict[str, Any]:
         """Subscribe (signing with key/secret when given) and return the server's answer."""
+        await self.send_subscribe(channel, key=key, secret=secret, channel_data=channel_data, auth=auth)
+        return await self.recv()
+
+    async def send_subscribe(
+        self,
+        channel: str,
+        *,
+        key: str | None = None,
+        secret: str | None = None,
+        channel_data: dict[str, Any] | None = None,
+        auth: str | None = None,
+    ) -> None:
+        """Send the subscribe (signed with key/secret when given), leaving the answer unread."""
         data: dict[str, Any] = {"channel": channel}
         encoded = json.dumps(channel_data) if channel_data is not None else None
         if auth is None and key is not None and secret is not None:
@@ -130,7 +143,11 @@ class PusherSocket:
         if encoded is not None:
             data["channel_data"] = encoded
         await self.send("pusher:subscribe", data)
-        return await self.recv()
+
+    async def send_signin(self, user_data: str, *, key: str, secret: str) -> None:
+        """Send ``pusher:signin`` signed for this socket, leaving the answer unread."""
+        auth = signatures.user_auth(key, secret, self.socket_id, user_data)
+        await self.send("pusher:signin", {"auth": auth, "user_data": user_data})
 
 
 def signed_query(

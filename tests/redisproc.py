@@ -67,14 +67,15 @@ class PrivateRedis:
             self.proc.wait(10)
         self.proc = None
 
-    def pause(self) -> None:
-        """SIGSTOP: commands sent meanwhile wait in the socket and run on ``resume``."""
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP for the block: commands sent meanwhile wait in the socket and run after it."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
     def unread(self) -> int:
         """Bytes that clients sent and this Redis has not read yet (its sockets' receive queues):

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 
-from clarion.protocol import signatures
 from conftest import RunningServer, run_server
 from pusherclient import PusherSocket, api_call, wait_for
 from redisproc import SHARED_REDIS_URL, port_open, private_redis
@@ -455,16 +454,11 @@ async def test_a_presence_subscribe_whose_socket_leaves_while_redis_answers_leav
         try:
             leaver = await open_socket(node, socks)
             channel, member = "presence-lobby", {"user_id": "ghost", "user_info": {}}
-            encoded = json.dumps(member)
-            auth = signatures.channel_auth(node.key, node.secret, leaver.socket_id, channel, encoded)
-            redis.pause()
-            try:
-                await leaver.send("pusher:subscribe", {"channel": channel, "auth": auth, "channel_data": encoded})
+            with redis.paused():
+                await leaver.send_subscribe(channel, key=node.key, secret=node.secret, channel_data=member)
                 await wait_for(lambda: redis.unread() > 0, timeout=5)  # the join went out: it awaits the answer
                 await leaver.close()
                 await wait_for(lambda: "connection closed" in node.log_text(), timeout=5)
-            finally:
-                redis.resume()
             await wait_for(lambda: "subscription withdrawn" in node.log_text(), timeout=10)
             assert (await api_get(node, f"/channels/{channel}/users"))["users"] == []
             assert await api_get(node, f"/channels/{channel}", info="subscription_count") == {
@@ -486,22 +480,17 @@ async def test_a_sign_in_whose_socket_leaves_while_redis_answers_leaves_the_user
         node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url}))
         try:
             leaver = await open_socket(node, socks)
-            user_data = json.dumps({"id": "leaver", "watchlist": ["friend"]})
-            auth = signatures.user_auth(node.key, node.secret, leaver.socket_id, user_data)
-            redis.pause()
-            try:
-                await leaver.send("pusher:signin", {"auth": auth, "user_data": user_data})
+            with redis.paused():
+                user_data = json.dumps({"id": "leaver", "watchlist": ["friend"]})
+                await leaver.send_signin(user_data, key=node.key, secret=node.secret)
                 await wait_for(lambda: redis.unread() > 0, timeout=5)  # the watchlist is being read
                 sent = redis.unread()
                 await leaver.close()
                 await wait_for(lambda: redis.unread() > sent, timeout=5)  # the departure signs the user out
-            finally:
-                redis.resume()
             await wait_for(lambda: "sign-in withdrawn" in node.log_text(), timeout=10)
             watcher = await open_socket(node, socks)
             user_data = json.dumps({"id": "watcher", "watchlist": ["leaver"]})
-            auth = signatures.user_auth(node.key, node.secret, watcher.socket_id, user_data)
-            await watcher.send("pusher:signin", {"auth": auth, "user_data": user_data})
+            await watcher.send_signin(user_data, key=node.key, secret=node.secret)
             await watcher.expect("pusher:signin_success")
             frame = await watcher.expect("pusher_internal:watchlist_events")
             assert data_of(frame) == {"events": [{"name": "offline", "user_ids": ["leaver"]}]}

@@ -21,8 +21,7 @@ from redisproc import SHARED_REDIS_URL
 
 
 async def send_signin(sock: PusherSocket, server: Any, user_data: str, *, secret: str | None = None) -> None:
-    auth = user_auth(server.key, secret or server.secret, sock.socket_id, user_data)
-    await sock.send("pusher:signin", {"auth": auth, "user_data": user_data})
+    await sock.send_signin(user_data, key=server.key, secret=secret or server.secret)
 
 
 async def sign_in(sock: PusherSocket, server: Any, user_id: str, **fields: Any) -> dict[str, Any]:

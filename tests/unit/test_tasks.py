@@ -30,8 +30,10 @@ async def test_a_task_that_lets_one_cancel_pass_is_cancelled_again() -> None:
 
 
 async def test_a_task_that_never_stops_is_given_up_on_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    released = asyncio.Event()  # set after the check, so the test leaves no task behind
+
     async def never_stops() -> None:
-        while True:
+        while not released.is_set():
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
@@ -45,7 +47,9 @@ async def test_a_task_that_never_stops_is_given_up_on_and_named(caplog: pytest.L
     assert [(record.message, record.fields) for record in caplog.records] == [  # type: ignore[attr-defined]
         ("task did not stop", {"task": "stubborn"})
     ]
-    task.get_coro().close()  # type: ignore[union-attr]
+    released.set()
+    task.cancel()
+    await asyncio.wait([task])
 
 
 async def test_a_task_failing_on_its_way_out_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
