@@ -111,17 +111,9 @@ class PusherSocket:
                 return self.ws.close_code
         raise AssertionError("server did not close the socket")
 
-    async def subscribe(
-        self,
-        channel: str,
-        *,
-        key: str | None = None,
-        secret: str | None = None,
-        channel_data: dict[str, Any] | None = None,
-        auth: str | None = None,
-    ) -> dict[str, Any]:
-        """Subscribe (signing with key/secret when given) and return the server's answer."""
-        await self.send_subscribe(channel, key=key, secret=secret, channel_data=channel_data, auth=auth)
+    async def subscribe(self, channel: str, **signing: Any) -> dict[str, Any]:
+        """Subscribe (as ``send_subscribe``) and return the server's answer."""
+        await self.send_subscribe(channel, **signing)
         return await self.recv()
 
     async def send_subscribe(
