@@ -11,8 +11,8 @@ from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.app import serve
     from .server.config import ConfigError, load_settings
+    from .server.serve import serve
 
     try:
         settings = load_settings(args.config)
