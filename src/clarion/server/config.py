@@ -51,6 +51,9 @@ _SERVER_ENV: dict[str, str] = {
     "CLARION_LOOP": "loop",
     "CLARION_FANOUT": "fanout",
     "CLARION_NODE_TTL": "node_ttl",
+    "CLARION_REDIS_TIMEOUT": "redis_timeout",
+    "CLARION_REDIS_HEALTH_INTERVAL": "redis_health_interval",
+    "CLARION_IDEMPOTENCY_TTL": "idempotency_ttl",
     "CLARION_WEBHOOK_DELAY": "webhook_delay",
     "CLARION_WEBHOOK_RETRY_FOR": "webhook_retry_for",
     "CLARION_WEBHOOK_TIMEOUT": "webhook_timeout",
@@ -203,6 +206,9 @@ class Settings(BaseModel):
     # The fan-out loop: native (C, built at install) where it was built, else python.
     fanout: Literal["native", "python"] | None = None
     node_ttl: float = Field(default=15.0, ge=1, le=300)
+    redis_timeout: float = Field(default=2.0, ge=0.05, le=60)
+    redis_health_interval: float = Field(default=1.0, ge=0.1, le=60)
+    idempotency_ttl: float = Field(default=300.0, ge=1, le=24 * 3600)
     webhook_delay: float = Field(default=3.0, ge=0, le=60)
     webhook_retry_for: float = Field(default=300.0, ge=0, le=24 * 3600)
     webhook_timeout: float = Field(default=5.0, gt=0, le=120)

@@ -24,7 +24,7 @@ from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ErrorCode
 from ..protocol.history import gap
 from ..protocol.session import Action, CatchUp, Close, Join, Leave, Member, Publish, Send, SignIn
-from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, History, Keep, Reaped, Restored
+from ..scaling.contracts import FIRST, FULL, Backend, Control, Envelope, History, Keep, Once, Reaped, Restored
 from . import fanout
 from .config import Settings
 from .connection import Connection
@@ -176,7 +176,14 @@ class Node:
             await self.backend.control(Control("offline", app_id, {"user_id": user_id}))
 
     async def publish(
-        self, app: App, channel: str, frame: str, exclude: str | None, source: str, data: str | None = None
+        self,
+        app: App,
+        channel: str,
+        frame: str,
+        exclude: str | None,
+        source: str,
+        data: str | None = None,
+        once: Once | None = None,
     ) -> None:
         metrics.EVENTS_PUBLISHED.labels(source=source).inc()
         keep = None
@@ -187,7 +194,7 @@ class Node:
             rule = app.history_for(channel)
             if rule is not None:
                 keep = Keep(rule.size, rule.ttl)
-        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep)
+        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep, once)
 
     # --- connection side --------------------------------------------------------------------
 
