@@ -10,7 +10,7 @@ import orjson
 from redis import asyncio as aioredis
 
 from clarion.scaling.contracts import FIRST, SEP, Envelope, Keep
-from clarion.scaling.redis import CLAIM_TTL, RedisBackend
+from clarion.scaling.redis import RedisBackend
 
 from .conftest import RedisTwin, delivered
 
@@ -36,8 +36,8 @@ async def test_a_repeated_publish_reaches_every_node_once(redis_cluster: RedisTw
     envelope = Envelope(APP, "news", '{"event":"e","channel":"news","data":"{}"}')
     publish_id = a._new_id()
     claim = a._k("pub", publish_id)
-    assert await a._send(envelope, None, publish_id, claim, int(CLAIM_TTL * 1000)) is True
-    assert await a._send(envelope, None, publish_id, claim, int(CLAIM_TTL * 1000)) is False
+    assert await a._send(envelope, None, publish_id, claim, int(a.claim_ttl * 1000)) is True
+    assert await a._send(envelope, None, publish_id, claim, int(a.claim_ttl * 1000)) is False
     end = Envelope(APP, "end", "end")
     await a.publish(end)
     await delivered(redis_cluster, [a, b], end)
@@ -50,8 +50,8 @@ async def test_a_repeated_kept_publish_is_delivered_and_stored_once_with_one_ser
     envelope = Envelope(APP, "private-feed", '{"event":"e","channel":"private-feed","data":"{}"}')
     publish_id = a._new_id()
     claim = a._k("pub", publish_id)
-    assert await a._send(envelope, KEEP, publish_id, claim, int(CLAIM_TTL * 1000)) is True
-    assert await a._send(envelope, KEEP, publish_id, claim, int(CLAIM_TTL * 1000)) is False
+    assert await a._send(envelope, KEEP, publish_id, claim, int(a.claim_ttl * 1000)) is True
+    assert await a._send(envelope, KEEP, publish_id, claim, int(a.claim_ttl * 1000)) is False
     end = Envelope(APP, "end", "end")
     await a.publish(end)
     await delivered(redis_cluster, [a, b], end)

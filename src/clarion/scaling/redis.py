@@ -63,11 +63,14 @@ log = logging.getLogger("clarion.scaling")
 
 T = TypeVar("T")
 
-# How long a publish id stays claimed: far longer than a command and its one retry can take.
-CLAIM_TTL = 60.0
+# How long a publish id stays claimed, in command timeouts: far longer than a command and its one
+# retry (sent at once on a new connection) can take. Each claim costs Redis about 125 B meanwhile.
+CLAIM_TIMEOUTS = 10
+MIN_CLAIM_TTL = 10.0
 # Publishes whose command failed after it may have been sent, remembered so that their copy on the
-# bus is dropped if Redis runs them after all. Bounded; forgotten after CLAIM_TTL.
+# bus is dropped if Redis runs them after all (it may have been stalled for minutes). Bounded.
 MAX_DOUBTS = 10_000
+DOUBT_TTL = 600.0
 # Write-back passes while changes keep arriving in the local mirror; later ones wait for a beat.
 WRITE_BACK_PASSES = 3
 MAX_DIVERGED = 100_000
@@ -94,6 +97,7 @@ class RedisBackend:
         self.retry_max = retry_max
         self.timeout = timeout
         self.health_interval = health_interval
+        self.claim_ttl = max(MIN_CLAIM_TTL, CLAIM_TIMEOUTS * timeout)
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout,
@@ -135,7 +139,7 @@ class RedisBackend:
         self._publish = self.redis.register_script(scripts.PUBLISH)
         self._publish_kept = self.redis.register_script(scripts.PUBLISH_KEPT)
         self._history = self.redis.register_script(scripts.HISTORY)
-        # Publish ids: unique per node and process, short (each is a key in Redis for CLAIM_TTL).
+        # Publish ids: unique per node and process, short (each is a key in Redis for claim_ttl).
         self._id_prefix = secrets.token_hex(5) + "."
         self._ids = itertools.count(1)
         self._in_doubt: dict[str, float] = {}  # publish id → when it was delivered locally
@@ -453,7 +457,7 @@ class RedisBackend:
         if once is not None:
             claim, claim_ttl = self._k(envelope.app_id, "once", once.key), once.ttl
         else:
-            claim, claim_ttl = self._k("pub", publish_id), CLAIM_TTL
+            claim, claim_ttl = self._k("pub", publish_id), self.claim_ttl
         try:
             applied = await self._send(envelope, keep, publish_id, claim, int(claim_ttl * 1000))
         except (RedisError, OSError) as exc:
@@ -513,7 +517,7 @@ class RedisBackend:
     def _forget_doubts(self) -> None:
         if not self._in_doubt:
             return
-        oldest = asyncio.get_running_loop().time() - CLAIM_TTL
+        oldest = asyncio.get_running_loop().time() - DOUBT_TTL
         for publish_id, at in list(self._in_doubt.items()):
             if at < oldest:
                 del self._in_doubt[publish_id]
@@ -545,7 +549,8 @@ class RedisBackend:
             publish_id = self._new_id()
             payload = orjson.dumps(("c", message.kind, message.app_id, message.data, publish_id))
             try:
-                await self._publish(keys=[self._k("pub", publish_id)], args=[self._bus, payload, int(CLAIM_TTL * 1000)])
+                claim_ms = int(self.claim_ttl * 1000)
+                await self._publish(keys=[self._k("pub", publish_id)], args=[self._bus, payload, claim_ms])
                 return
             except (RedisError, OSError) as exc:
                 self._lost(exc)
