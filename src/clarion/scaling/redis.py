@@ -129,7 +129,7 @@ class RedisBackend:
         self._dirty = False  # the mirror changed while Redis was not written
         self._restoring = asyncio.Lock()
         self._cluster_size = 1  # live nodes at the last heartbeat
-        self._announcing: asyncio.Task[None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
         self._join = self.state.register_script(scripts.JOIN)
         self._leave = self.state.register_script(scripts.LEAVE)
         self._online = self.state.register_script(scripts.ONLINE)
@@ -276,8 +276,8 @@ class RedisBackend:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [task for task in (self._reader, self._watcher, self._announcing) if task is not None]
-        await cancel_and_wait([*tasks, *self._replaced])
+        tasks = [task for task in (self._reader, self._watcher) if task is not None]
+        await cancel_and_wait([*tasks, *self._replaced, *self._announcing])
         if self._healthy:
             # A clean stop hands its share back at once instead of waiting to be reaped.
             with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -387,7 +387,9 @@ class RedisBackend:
                 self._dirty = True
                 raise
         if restored and self._on_restored is not None:
-            self._announcing = asyncio.create_task(self._announce_when_heard(restored))
+            task = asyncio.create_task(self._announce_when_heard(restored))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
 
     async def _write_share(self, held: dict[str, Any], news: set[tuple[str, ...]]) -> Restored:
         raw = await self._restore_script(
