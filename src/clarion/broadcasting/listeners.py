@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from blinker import NamedSignal, Signal, signal
+from blinker import ANY, NamedSignal, Signal, signal
 
 from .broadcaster import Broadcaster
 from .events import BroadcastEvent
@@ -31,7 +31,12 @@ Listener = Callable[..., ListenerResult]
 __all__ = ["listen", "signal"]
 
 
-def listen(domain_event: Signal | NamedSignal, broadcaster: Broadcaster) -> Callable[[Listener], Listener]:
+def listen(
+    domain_event: Signal | NamedSignal, broadcaster: Broadcaster, sender: Any = ANY
+) -> Callable[[Listener], Listener]:
+    """Broadcast what ``listener`` returns each time ``domain_event`` is sent (by ``sender`` only,
+    when given)."""
+
     def register(listener: Listener) -> Listener:
         def receiver(sender: Any, **kwargs: Any) -> None:
             result = listener(sender, **kwargs)
@@ -40,7 +45,7 @@ def listen(domain_event: Signal | NamedSignal, broadcaster: Broadcaster) -> Call
                 broadcaster.broadcast(event, session=kwargs.get("session"))
 
         # Strong reference: the receiver lives as long as the signal.
-        domain_event.connect(receiver, weak=False)
+        domain_event.connect(receiver, sender=sender, weak=False)
         listener.receiver = receiver  # type: ignore[attr-defined]
         return listener
 

@@ -10,8 +10,6 @@ FastAPI::
 authorizer, get_user))`` with ``get_user(request)`` returning the user (sync or async).
 """
 
-from __future__ import annotations
-
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
@@ -127,8 +125,11 @@ def starlette_routes(authorizer: Authorizer, get_user: Callable[[Request], Any])
 
 def fastapi_router(
     authorizer: Authorizer, current_user: Callable[..., Any], prefix: str = "/broadcasting"
-) -> APIRouter:
-    """An APIRouter with the three routes; ``current_user`` is a FastAPI dependency."""
+) -> "APIRouter":
+    """An APIRouter with the three routes; ``current_user`` is a FastAPI dependency.
+
+    (This module keeps its annotations evaluated: FastAPI reads the routes' parameter types,
+    and ``User`` below is local.)"""
     from fastapi import APIRouter, Depends
 
     router = APIRouter(prefix=prefix, tags=["broadcasting"])
