@@ -166,7 +166,8 @@ async def test_dead_letters_keep_their_error_show_in_metrics_and_the_cli_and_rep
         assert channel in table.stdout and "ConnectError" in table.stdout
 
         await wait_until(lambda: _port_listening(metrics_port), 10, "the metrics port")
-        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
         assert "clarion_broadcasts_dead_letters 3.0" in metrics
         assert "clarion_broadcasts_dead_lettered_total 3.0" in metrics
         assert "clarion_broadcasts_retried_total" in metrics

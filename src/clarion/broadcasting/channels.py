@@ -18,7 +18,7 @@ class Channel:
     prefix: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        problem = name_problem(self.full_name)
+        problem = name_problem(self.full_name) if self.name else "Channel name is empty"
         if problem is not None:
             raise BroadcastError(f"invalid channel {self.full_name!r}: {problem}")
         if self.name.startswith(("private-", "presence-", "cache-", USER_CHANNEL_PREFIX)):
