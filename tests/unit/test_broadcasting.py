@@ -203,3 +203,45 @@ def test_the_sdk_never_imports_the_server():
     code += "print([m for m in sys.modules if m.startswith('clarion.server')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_routes_command_lists_pattern_parameters_and_guard():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "broadcasts", "routes", "sdk.domain:routes"],
+        cwd=tests,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["pattern", "parameters", "guard"]
+    assert any(
+        "tenant.{tenant_id:int}.categories" in line and "tenant_id:int" in line and "tenant_categories_guard" in line
+        for line in lines
+    ), out
+
+
+def test_every_authorization_decision_is_logged_with_user_channel_and_pattern(caplog):
+    from clarion.broadcasting import AuthorizationRefused, Authorizer
+
+    routes = ChannelRoutes()
+    routes.add(
+        "tenant.{tenant_id:int}.lobby", lambda user, tenant_id: {"secret-info": "x"} if tenant_id == 1 else False
+    )
+    authorizer = Authorizer(Broadcaster("pusher://k:s@127.0.0.1:1/1"), routes)
+    caplog.set_level("INFO", logger="clarion.broadcasting.auth")
+    answer = authorizer.authorize_sync({"id": 7}, {"socket_id": "1.2", "channel_name": "presence-tenant.1.lobby"})
+    assert answer["channel_data"] == '{"user_id":"7","user_info":{"secret-info":"x"}}'
+    with pytest.raises(AuthorizationRefused) as refused:
+        authorizer.authorize_sync({"id": 7}, {"socket_id": "1.2", "channel_name": "presence-tenant.2.lobby"})
+    assert refused.value.status == 403
+    allowed_line, refused_line = (r.getMessage() for r in caplog.records)
+    assert allowed_line.startswith("channel allowed: user=7 channel=presence-tenant.1.lobby")
+    assert "pattern=tenant.{tenant_id:int}.lobby" in allowed_line
+    assert refused_line.startswith("channel refused: user=7 channel=presence-tenant.2.lobby")
+    assert "secret-info" not in allowed_line + refused_line
