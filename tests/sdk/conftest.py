@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -146,6 +145,3 @@ async def pusher_js(sdk_clarion: RunningServer, app: AppUnderTest) -> AsyncItera
     finally:
         for client in started:
             await client.close()
-
-
-ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from clarion.broadcasting import Authorizer, Broadcaster
 from clarion.broadcasting.integrations.sqlalchemy import broadcast_model
 from clarion.broadcasting.integrations.starlette import SocketIdMiddleware, fastapi_router
 
-from .domain import USERS, User, category_created_hook, category_saved, routes, vault_channel, wire
+from .domain import MASTER_KEY_B64, USERS, User, category_created_hook, category_saved, routes, vault_channel, wire
 
 
 class Base(DeclarativeBase):
@@ -54,7 +54,7 @@ def create_app(driver_url: str, db_path: str) -> FastAPI:
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
         session.add_all([Tenant(id=1), Tenant(id=2)])
-    broadcaster = Broadcaster(driver_url, master_key_base64=_master_key())
+    broadcaster = Broadcaster(driver_url, master_key_base64=MASTER_KEY_B64)
     wire(broadcaster, "fastapi")
     broadcast_model(broadcaster, Category, category_created_hook())
     authorizer = Authorizer(broadcaster, routes, user_info=lambda u: {"name": u.display_name})
@@ -112,14 +112,3 @@ def create_app(driver_url: str, db_path: str) -> FastAPI:
         return {}
 
     return app
-
-
-def _master_key() -> str:
-    from .domain import MASTER_KEY_B64
-
-    return MASTER_KEY_B64
-
-
-def auth_for(user: User) -> dict[str, Any]:
-    """How a client of this app proves who it is: its bearer token."""
-    return {"headers": {"Authorization": f"Bearer {user.token}"}}
