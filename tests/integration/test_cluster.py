@@ -534,7 +534,7 @@ async def test_a_publish_caught_in_a_redis_stall_reaches_every_subscriber_once_a
             for sock, node in ((sub_a, a), (sub_b, b)):
                 await subscribe(sock, node, channel)
                 await subscribe(sock, node, "marks")
-            # Traffic has flowed: the bus carries events both ways, and the publish script is loaded.
+            # Traffic has flowed: the bus carries events both ways.
             await trigger(a, channel, "before")
             for sock in (sub_a, sub_b):
                 await sock.expect("before", channel)
@@ -578,7 +578,7 @@ async def test_ready_turns_503_while_redis_is_paused_and_200_once_it_answers_aga
         await wait_ready([node], 200, timeout=10)
         failures = await health_failures(node)
         with redis.paused():
-            # Within the health check's interval and timeout (0.7 s); before, a command had to time
+            # Within the health check's interval and two timeouts (1.2 s); before, a command had to time
             # out twice (2 x 5 s) and the bus reader never noticed.
             await wait_ready([node], 503, timeout=8)
 
@@ -592,7 +592,8 @@ async def test_ready_turns_503_while_redis_is_paused_and_200_once_it_answers_aga
 
 
 async def test_with_redis_known_unhealthy_api_calls_and_subscribes_are_answered_without_waiting_on_it() -> None:
-    """Redis stalls: the first command to go out waits for its timeout, and marks Redis unhealthy.
+    """Redis stalls: the first command to go out waits for its timeout, and the health check it
+    calls marks Redis unhealthy.
     From then on, while Redis is still paused, a trigger answers and reaches the local subscriber,
     subscribes (presence too) and API reads are answered, and none of it sends anything to Redis:
     it all goes to the local mirror, written back later. (The health check is set to run rarely

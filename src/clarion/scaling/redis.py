@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..observability import metrics
 from ..observability.logs import fields
@@ -121,6 +122,7 @@ class RedisBackend:
         self._watcher: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._pong = asyncio.Event()
+        self._suspect = asyncio.Event()
         self._on_event: OnEvent | None = None
         self._on_control: OnControl | None = None
         self._on_restored: OnRestored | None = None
@@ -192,14 +194,23 @@ class RedisBackend:
     def _lost(self, exc: BaseException) -> None:
         self._set_healthy(False, str(exc) or type(exc).__name__)
 
+    def _failed(self, exc: BaseException) -> None:
+        """A command failed. A broken or refused connection means Redis is lost. A timeout may
+        also mean that this process got no CPU for a while (the answer came, too late to count):
+        the health check is run at once, and judges."""
+        if isinstance(exc, (RedisTimeoutError, TimeoutError)):
+            self._suspect.set()
+        else:
+            self._lost(exc)
+
     async def _attempt(self, command: Callable[[], Awaitable[T]], fallback: Callable[[], T]) -> T:
         """Redis's answer while Redis is healthy. While it is not, the local answer at once, never
-        waiting on a dead connection; also when the command fails, which marks Redis unhealthy."""
+        waiting on a dead connection; also when the command fails."""
         if self._healthy:
             try:
                 return await command()
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self._failed(exc)
         return fallback()
 
     def _changed_locally(self, key: tuple[str, ...] | None = None) -> None:
@@ -210,7 +221,10 @@ class RedisBackend:
 
     async def _watch(self) -> None:
         while not self._closing:
-            await asyncio.sleep(self.health_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.health_interval):
+                    await self._suspect.wait()  # a command timed out: check now
+            self._suspect.clear()
             try:
                 await self._check()
             except Exception:
@@ -219,41 +233,57 @@ class RedisBackend:
     async def _check(self) -> None:
         """Ping Redis with the short command timeout: a stalled Redis is silent, and the bus reader
         waits for ever. Then check that the bus connection answers too, and write back if needed."""
-        try:
-            await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            metrics.SCALING_HEALTH_FAILURES.inc()
-            self._lost(exc)
+        if not await self._twice(self._redis_answers):
             return
         if not self._subscribed:
             return  # the reader is (re)connecting; it writes back when it is through
-        if not await self._bus_answers():
+        if not await self._twice(self._bus_answers):
             # Redis answers but the bus connection does not (dropped silently): subscribe anew.
-            metrics.SCALING_HEALTH_FAILURES.inc()
             self._set_healthy(False, "the bus connection did not answer a ping")
             self._restart_reader()
             return
-        if not self._healthy:
-            # Back from a stall with the bus connection intact: nothing published meanwhile was lost
-            # on the way to this node. Write the mirror back and serve again.
+        if not self._healthy or self._dirty:
+            # Back from a stall with the bus connection intact (nothing published meanwhile was lost
+            # on the way to this node), or a command timed out while Redis was fine: write the
+            # mirror back, and serve again.
             try:
                 await self._write_back()
             except (RedisError, OSError) as exc:
                 self._lost(exc)
 
-    async def _bus_answers(self) -> bool:
-        """PING on the subscribed connection; True once its PONG comes through the reader."""
+    async def _twice(self, check: Callable[[], Awaitable[BaseException | None]]) -> bool:
+        """True when ``check`` passes, at once or, after a timeout, on a second try made at once: a
+        single timeout may be this process's own stall rather than Redis's."""
+        for attempt in (1, 2):
+            failure = await check()
+            if failure is None:
+                return True
+            metrics.SCALING_HEALTH_FAILURES.inc()
+            if attempt == 2 or not isinstance(failure, (RedisTimeoutError, TimeoutError)):
+                self._lost(failure)
+                return False
+        return False
+
+    async def _redis_answers(self) -> BaseException | None:
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            return exc
+        return None
+
+    async def _bus_answers(self) -> BaseException | None:
+        """PING on the subscribed connection, answered once its PONG comes through the reader."""
         pubsub = self._pubsub
         if pubsub is None or pubsub.connection is None:
-            return False
+            return RedisConnectionError("the bus connection is gone")
         self._pong.clear()
         try:
             await pubsub.connection.send_command("PING", check_health=False)
             async with asyncio.timeout(self.timeout):
                 await self._pong.wait()
-        except (RedisError, OSError, TimeoutError):
-            return False
-        return True
+        except (RedisError, OSError) as exc:
+            return exc
+        return None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -307,6 +337,7 @@ class RedisBackend:
                 # Idle pooled connections opened before a drop are dead: let the next commands open
                 # fresh ones rather than fail once each.
                 await self.redis.connection_pool.disconnect(inuse_connections=False)
+                await self._load_scripts()
                 await self._write_back()
                 if generation != self._generation:
                     return
@@ -359,6 +390,16 @@ class RedisBackend:
         except Exception:
             metrics.SCALING_ERRORS.inc()
             log.exception("bad bus message dropped", extra=fields(node=self.node_id))
+
+    async def _load_scripts(self) -> None:
+        """Load every script (a Redis that restarted has none), in one round trip, so that no
+        publish or change pays for loading its script on the way."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script in (self._join, self._leave, self._online, self._count, self._restore_script):
+                pipe.script_load(script.script)
+            for script in (self._beat, self._publish, self._publish_kept, self._history):
+                pipe.script_load(script.script)
+            await pipe.execute()
 
     async def _write_back(self) -> None:
         """Write the mirror back, again while changes arrived in it meanwhile; then serve."""
@@ -463,7 +504,7 @@ class RedisBackend:
         try:
             applied = await self._send(envelope, keep, publish_id, claim, int(claim_ttl * 1000))
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self._failed(exc)
             self._doubt(publish_id)
             return self._publish_locally(envelope, keep, once)
         if applied:
@@ -504,6 +545,7 @@ class RedisBackend:
         metrics.BUS_LOCAL_ONLY.inc()
         if keep is not None and len(self._diverged) < MAX_DIVERGED:
             self._diverged.add((envelope.app_id, envelope.channel))
+            self._dirty = True
         assert self._on_event is not None
         self._on_event(envelope)
         return True
@@ -555,7 +597,7 @@ class RedisBackend:
                 await self._publish(keys=[self._k("pub", publish_id)], args=[self._bus, payload, claim_ms])
                 return
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self._failed(exc)
                 self._doubt(publish_id)
         metrics.BUS_LOCAL_ONLY.inc()
         assert self._on_control is not None
