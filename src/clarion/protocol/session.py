@@ -431,6 +431,19 @@ class Session:
         member = self.channels.get(channel)
         return [Publish(channel, frame.event, data, member.user_id if member is not None else None)]
 
+    # --- what the server tells the session --------------------------------------------------
+
+    def refused(self, channel: str) -> None:
+        """The server refused a subscription the session had let through (a full presence
+        channel, say): the socket is not on the channel."""
+        self.channels.pop(channel, None)
+
+    def gone(self) -> list[tuple[str, Member | None]]:
+        """The socket is gone: the channels it was on, for the server to leave, now forgotten."""
+        channels = list(self.channels.items())
+        self.channels.clear()
+        return channels
+
     # --- timers -----------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..protocol.app import DEFAULT_HISTORY, App, ClientEvents, HistoryRule
 from ..protocol.webhooks import EVENT_TYPES
-from . import fanout
 
 DEV_APP = {"id": "1", "key": "clarion-key", "secret": "clarion-secret"}
 
@@ -214,8 +213,6 @@ class Settings(BaseModel):
     def _check(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
-        if self.fanout == "native" and fanout.fanout_native is None:
-            raise ValueError("fanout = native, but clarion._fanout was not built (no C compiler at install?)")
         seen_ids: set[str] = set()
         seen_keys: set[str] = set()
         for app in self.apps:

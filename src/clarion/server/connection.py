@@ -20,18 +20,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol import messages
 from ..protocol.errors import ErrorCode
-from ..protocol.session import Send, Session
+from ..protocol.session import Action, Send, Session
 from . import frames
 from .frames import FrameError, text_frame
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class Node(Protocol):
+    """What a connection asks of its node (``server.node.Node``), and no more: naming it here
+    rather than importing the node keeps the import graph free of cycles."""
+
+    def answer(self, conn: Connection, action: Send) -> None: ...
+
+    async def carry_out(self, conn: Connection, actions: list[Action]) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+    async def drop(self, conn: Connection) -> None: ...
+
 
 log = logging.getLogger("clarion.connection")
 
