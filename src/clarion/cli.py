@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "--assert-no-loss", action="store_true", help="exit 1 unless every subscriber got every event exactly once"
     )
     bench.set_defaults(run=_bench)
+    from .broadcasting.commands import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result
