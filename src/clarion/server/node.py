@@ -46,7 +46,7 @@ class Node:
         self.settings = settings
         self.backend = backend
         self.webhooks = webhooks
-        apps = [config.to_app() for config in settings.apps]
+        apps = settings.apps
         self.apps_by_key: dict[str, App] = {app.key: app for app in apps}
         self.apps_by_id: dict[str, App] = {app.id: app for app in apps}
         fan = fanout.choose(settings.fanout)

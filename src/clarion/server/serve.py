@@ -97,10 +97,10 @@ def build_webhooks(settings: Settings) -> Webhooks:
         queue_size=settings.webhook_queue,
     )
     per_app = {}
-    for config in settings.apps:
-        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in config.webhook_targets]
+    for app in settings.apps:
+        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in app.webhook_targets]
         if targets:
-            per_app[config.id] = AppWebhooks(config.to_app(), targets, policy)
+            per_app[app.id] = AppWebhooks(app, targets, policy)
     return Webhooks(per_app)
 
 
