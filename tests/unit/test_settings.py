@@ -3,12 +3,15 @@ environment variables come from those declarations, and docs/configuration.md ag
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from clarion import cli
 from clarion.protocol.app import App, ClientEvents, HistoryRule, WebhookTarget
+from clarion.server import fanout, serve
 from clarion.server.config import (
     APP_ENV,
     APP_SETTINGS,
@@ -178,3 +181,18 @@ def test_an_app_id_from_the_environment_that_breaks_the_pattern_is_refused_namin
     env = {"CLARION_APP_ID": "a b", "CLARION_APP_KEY": "k", "CLARION_APP_SECRET": "secret-k"}
     with pytest.raises(ConfigError, match="CLARION_APP_ID"):
         load_settings(None, env)
+
+
+def test_a_native_fanout_that_was_not_built_stops_the_start_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(fanout, "fanout_native", None)
+    monkeypatch.setattr(serve, "serve", started)
+    for name in [name for name in os.environ if name.startswith("CLARION_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CLARION_FANOUT", "native")
+    assert cli.main(["serve"]) == 2
+    assert "fanout = native, but clarion._fanout was not built" in capsys.readouterr().err
