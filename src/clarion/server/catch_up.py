@@ -29,10 +29,10 @@ class CatchUps:
         if channel is None or conn.socket_id not in channel.sockets:
             return None
         earlier = channel.catching.get(conn.socket_id)
-        if earlier is not None and earlier.held is not None:
+        if isinstance(earlier, CatchingUp) and earlier.held is not None:
             return None  # one history read at a time per socket and channel
         # An earlier catch-up that only waits to skip in-flight duplicates is replaced: this one
-        # reads at least as far, and skips the same frames.
+        # reads at least as far, and skips the same frames (a cached event's too: it is history).
         catching = channel.catching[conn.socket_id] = CatchingUp()
         return catching
 

@@ -69,6 +69,28 @@ class CatchingUp:
         return True, True
 
 
+class SkipCached:
+    """A socket just answered with a cache channel's last event, which may still be on its way
+    live: it is cached before it is published, so a subscribe can read it in between. The first
+    live frame after the answer is dropped if it is that event (with or without its position);
+    either way the socket is live from then on."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, cached: str) -> None:
+        self.event = cached.encode()
+
+    def offer(self, frame: bytes, serial: int, epoch: str) -> tuple[bool, bool]:
+        """(write it now, done): as ``CatchingUp.offer``."""
+        length = frame[1] & 0x7F
+        payload = memoryview(frame)[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
+        event = self.event
+        same = payload == event or (
+            len(payload) > len(event) and payload[: len(event) - 1] == event[:-1] and payload[len(event) - 1] == 44
+        )  # 44: the comma before the position fields that with_position appends
+        return not same, True
+
+
 class Channel:
     __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "members", "name", "sockets")
 
@@ -83,7 +105,8 @@ class Channel:
         self.joined_at: dict[str, Position | None] | None = {} if kept else None
         self.first: Position | None = None
         self.last: Position | None = None
-        self.catching: dict[str, CatchingUp] = {}
+        # Sockets whose live frames on the channel wait (catch-up) or may be a duplicate (cache).
+        self.catching: dict[str, CatchingUp | SkipCached] = {}
 
     def live_range(self, socket_id: str) -> tuple[int, int] | None:
         """Serials (low, high], in this channel's current epoch, that ``socket_id`` got live."""
@@ -244,7 +267,8 @@ class AppHub:
         return fanout.send(self.fan, channel.sockets, joined) * len(frames)
 
     def _broadcast_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
-        """The slower loop, only while some socket on the channel is catching up."""
+        """The slower loop, only while some socket on the channel is catching up (or was just
+        answered with the cached event)."""
         sent = 0
         done = []
         catching = channel.catching
