@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
+
 from pusherclient import PusherSocket
 
 
@@ -164,3 +166,27 @@ max_presence_members = 2
     finally:
         for sock in socks:
             await sock.close()
+
+
+async def test_presence_resubscribes_past_the_burst_are_refused_429_counted_and_logged(server_factory) -> None:
+    # A rate so slow that nothing refills while the test runs, however loaded the machine.
+    server = server_factory(
+        env={"CLARION_PRESENCE_RESUBSCRIBE_BURST": "2", "CLARION_PRESENCE_RESUBSCRIBE_RATE": "0.001"}
+    )
+    channel = "presence-lobby"
+    signing = {"key": server.key, "secret": server.secret, "channel_data": {"user_id": "ann"}}
+    async with await PusherSocket.open(server.ws_url()) as sock:
+        for _ in range(1 + 2):  # the subscribe, then the burst of repeats
+            answer = await sock.subscribe(channel, **signing)
+            assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+        refused = await sock.subscribe(channel, **signing)
+        assert refused["event"] == "pusher:subscription_error", refused
+        assert refused["channel"] == channel
+        assert (refused["data"]["type"], refused["data"]["status"]) == ("LimitReached", 429)
+        # Only the repeat was refused: the socket is still on the channel.
+        await trigger(server, channel)
+        await sock.expect("evt", channel)
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        metrics = await response.text()
+    assert 'clarion_rate_limited_total{what="presence_resubscribe"} 1.0' in metrics
+    assert "subscription refused" in server.log_text() and "Too many presence subscribes" in server.log_text()

@@ -101,6 +101,8 @@ subscription_count_events = true
 allowed_origins = ["https://a.example"]
 webhook_url = "https://hooks.example/all"
 history = [{ prefix = "private-", size = 5 }]
+presence_resubscribe_burst = 3
+presence_resubscribe_rate = 0.5
 
 [[apps.webhooks]]
 url = "https://hooks.example/some"
@@ -131,6 +133,8 @@ event_types = ["channel_occupied"]
         allowed_origins=("https://a.example",),
         webhook_url="https://hooks.example/all",
         history=(HistoryRule("private-", 5, 300.0),),
+        presence_resubscribe_burst=3,
+        presence_resubscribe_rate=0.5,
         webhooks=(WebhookTarget("https://hooks.example/some", ("channel_occupied",)),),
     )
     assert [target.url for target in app.webhook_targets] == ["https://hooks.example/some", "https://hooks.example/all"]
@@ -196,3 +200,25 @@ def test_a_native_fanout_that_was_not_built_stops_the_start_with_exit_2(
     monkeypatch.setenv("CLARION_FANOUT", "native")
     assert cli.main(["serve"]) == 2
     assert "fanout = native, but clarion._fanout was not built" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLARION_PRESENCE_RESUBSCRIBE_BURST", "0"),
+        ("CLARION_PRESENCE_RESUBSCRIBE_BURST", "1001"),
+        ("CLARION_PRESENCE_RESUBSCRIBE_RATE", "0"),
+        ("CLARION_PRESENCE_RESUBSCRIBE_RATE", "1000.5"),
+    ],
+)
+def test_presence_resubscribe_limits_out_of_bounds_are_refused_naming_them(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(None, {variable: value})
+
+
+def test_presence_resubscribe_limits_at_their_bounds_are_accepted() -> None:
+    for burst, rate in (("1", "0.001"), ("1000", "1000")):
+        app = load_settings(
+            None, {"CLARION_PRESENCE_RESUBSCRIBE_BURST": burst, "CLARION_PRESENCE_RESUBSCRIBE_RATE": rate}
+        ).apps[0]
+        assert (app.presence_resubscribe_burst, app.presence_resubscribe_rate) == (int(burst), float(rate))

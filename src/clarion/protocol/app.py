@@ -120,6 +120,9 @@ class App:
     max_presence_user_info: Annotated[int, Ge(16), Le(64 * 1024)] = 1024
     client_events: Annotated[ClientEvents, Env()] = ClientEvents.MEMBERS
     client_event_rate: Annotated[int, Ge(1), Le(10_000)] = 10  # per second per connection
+    # Presence subscribes that repeat (again, or after leaving one), per connection: a burst, then a rate.
+    presence_resubscribe_burst: Annotated[int, Ge(1), Le(1000), Env()] = 5
+    presence_resubscribe_rate: Annotated[float, Gt(0), Le(1000), Env()] = 1.0
     activity_timeout: Annotated[int, Ge(1), Le(3600), Env()] = 30  # seconds, sent in connection_established
     signin_timeout: Annotated[float, Ge(0), Le(3600), Env()] = 0.0  # seconds to pusher:signin; 0 = no limit
     cache_ttl: Annotated[float, Gt(0), Le(DAY), Env()] = 30 * 60.0  # seconds a cache channel keeps its event

@@ -191,7 +191,7 @@ class Node:
         if action.error_code is not None:
             refusals.protocol_error(conn, action.error_code)
         elif action.refused is not None:
-            refusals.subscription_refused(conn, action.frame)
+            refusals.subscription_refused(conn, action.frame, action.rate_limited)
         conn.send(action.frame)
 
     async def carry_out(self, conn: Socket, actions: list[Action]) -> None:

@@ -21,12 +21,14 @@ def protocol_error(conn: Socket, code: int) -> None:
         log.info("client event rejected", extra=fields(app_id=conn.session.app.id, socket_id=conn.socket_id))
 
 
-def subscription_refused(conn: Socket, frame: str) -> None:
-    """A ``pusher:subscription_error`` frame is going out."""
+def subscription_refused(conn: Socket, frame: str, rate_limited: str | None = None) -> None:
+    """A ``pusher:subscription_error`` frame is going out (``rate_limited``: by that limit)."""
     parsed = messages.parse_frame(frame)
     data: Any = parsed.data
     kind = data.get("type", "unknown") if isinstance(data, dict) else "unknown"
     metrics.SUBSCRIPTIONS_REFUSED.labels(type=kind).inc()
+    if rate_limited is not None:
+        metrics.RATE_LIMITED.labels(what=rate_limited).inc()
     log.info(
         "subscription refused",
         extra=fields(
