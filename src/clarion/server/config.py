@@ -1,7 +1,9 @@
 """Settings: TOML file (``--config`` / ``CLARION_CONFIG``), then environment variables over it.
 
 Everything from outside is validated by pydantic; a bad value stops the start with a message that
-names the setting.
+names the setting. Each setting is declared once: an app's on ``protocol.app.App`` (apps validate
+straight into it), the server's on ``Settings`` below, each with its environment variable beside
+it (``protocol.settings.Env``); the tables of variables here are derived from those declarations.
 """
 
 from __future__ import annotations
