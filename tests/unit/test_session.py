@@ -863,3 +863,27 @@ def test_a_forged_resubscribe_is_an_auth_error_and_costs_no_token() -> None:
     forged = subscribe_frame("presence-room", auth=f"{KEY}:{'0' * 64}", channel_data=presence_data("ann"))
     assert_refused(session.receive(forged, T0), "presence-room", "AuthError", 401)
     assert isinstance(only(presence_subscribe(session, "presence-room", T0)), Join)
+
+
+# --- what the server tells the session ------------------------------------------------------------
+
+
+def test_a_subscription_refused_by_the_server_is_forgotten_and_may_be_asked_again() -> None:
+    session = make()
+    data = presence_data("ann")
+    assert isinstance(only(session.receive(subscribe_frame("presence-full", channel_data=data, signed=True), T0)), Join)
+    session.refused("presence-full")
+    assert "presence-full" not in session.channels
+    # Not on it: an unsubscribe is nothing, and a subscribe is a first one again.
+    assert session.receive(frame("pusher:unsubscribe", {"channel": "presence-full"}), T0) == []
+    again = only(session.receive(subscribe_frame("presence-full", channel_data=data, signed=True), T0))
+    assert isinstance(again, Join) and again.member == Member("ann", None)
+
+
+def test_a_socket_gone_gives_back_its_channels_once() -> None:
+    session = make()
+    session.receive(subscribe_frame("news"), T0)
+    session.receive(subscribe_frame("presence-room", channel_data=presence_data("ann"), signed=True), T0)
+    assert session.gone() == [("news", None), ("presence-room", Member("ann", None))]
+    assert session.gone() == []
+    assert session.channels == {}
