@@ -67,3 +67,9 @@ RESUMES = Counter(
     registry=REGISTRY,
 )
 REPLAYED = Counter("clarion_replayed_total", "History events sent by resume and rewind", registry=REGISTRY)
+HTTP_CLIENT_FAULTS = Counter(
+    "clarion_http_client_faults_total",
+    "Malformed HTTP requests refused by the HTTP parser (bad request line, header or chunking), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
