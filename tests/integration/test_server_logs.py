@@ -1,10 +1,13 @@
 """What the server writes to its log under hostile input: malformed HTTP requests are one line
-each (one JSON object each in JSON mode), and values from outside cannot forge a line."""
+each (one JSON object each in JSON mode), values from outside cannot forge a line, and a loop
+that runs out of descriptors logs a bounded number of lines and serves again once they free up."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
 from typing import Any
 
 import pytest
@@ -100,3 +103,55 @@ async def test_an_origin_and_a_channel_name_with_newlines_forge_no_log_line(serv
         assert not [line for line in lines if line.startswith(("z", "\u2028"))], lines
     assert f'origin="https://evil.example\\n{STAMP}forged-origin app_id=1234"' in server.log_text()
     assert f'channel="x\\n{STAMP}forged-channel app_id=1234"' in server_b.log_text()
+
+
+async def test_out_of_descriptors_the_asyncio_accept_loop_logs_a_few_lines_and_serves_again(server_factory) -> None:
+    """CPython's accept loop reports EMFILE once per pending connection and again on every retry
+    (issue 151615). With the server's descriptor limit lowered below what it holds, a burst of
+    connections must leave a handful of log lines, not thousands of tracebacks."""
+    server = server_factory(env={"CLARION_LOOP": "asyncio"})
+    pid = server.proc.pid
+    status, _ = await server.trigger("warm-up")
+    assert status == 200
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    before = len(log_lines(server))
+    writers: list[asyncio.StreamWriter] = []
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 2, hard))
+    try:
+        for _ in range(64):  # the kernel completes them; the server cannot accept most
+            _, writer = await asyncio.open_connection(server.host, server.port)
+            writers.append(writer)
+
+        def accept_errors() -> list[str]:
+            return [line for line in log_lines(server)[before:] if "socket.accept() out of system resource" in line]
+
+        await wait_for(accept_errors, timeout=10)
+        # An observation window: unbounded, the log grew by thousands of lines a second here.
+        await asyncio.sleep(3)
+        grown = log_lines(server)[before:]
+        assert len(accept_errors()) <= 2, accept_errors()
+        assert len(grown) <= 20, f"{len(grown)} lines, e.g. {grown[:5]}"
+        assert "EMFILE" in accept_errors()[0]
+    finally:
+        for writer in writers:
+            writer.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    # Descriptors free again: the loop retries its accepts and serves as before.
+    async with await PusherSocket.open(server.ws_url()) as sock:
+        await sock.subscribe("after")
+        status, _ = await server.trigger("after", "back")
+        assert status == 200
+        await sock.expect("back", "after")
+    counted = 0.0
+    for line in (await _metrics(server)).splitlines():
+        if line.startswith('clarion_loop_errors_total{exception="OSError"}'):
+            counted = float(line.rsplit(" ", 1)[1])
+    assert counted >= len(accept_errors()), counted
+
+
+async def _metrics(server: Any) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        return await response.text()

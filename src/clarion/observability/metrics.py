@@ -73,3 +73,9 @@ HTTP_CLIENT_FAULTS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+LOOP_ERRORS = Counter(
+    "clarion_loop_errors_total",
+    "Errors reported to the event loop's exception handler (logged at most once per interval), by exception",
+    ["exception"],
+    registry=REGISTRY,
+)

@@ -22,6 +22,7 @@ from . import http_api
 from .config import Settings
 from .front_door import FrontDoor
 from .http_api import NODE
+from .loop_errors import LoopErrors
 from .node import Node
 from .webhooks import AppWebhooks, Policy, Target, Webhooks
 
@@ -177,6 +178,8 @@ def dev_banner(settings: Settings, port: int) -> str:
 async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM."""
     logs.configure(settings.log_format, settings.log_level)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(LoopErrors())
     application = build_app(settings)
     runner = web.AppRunner(
         application,
@@ -191,7 +194,6 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     node = application[NODE]
     http = runner.server
     assert http is not None
-    loop = asyncio.get_running_loop()
     # One listening socket: the front door takes WebSocket upgrades and hands the rest to aiohttp.
     server = await loop.create_server(
         lambda: FrontDoor(node, http),
