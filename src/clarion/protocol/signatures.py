@@ -74,21 +74,23 @@ def body_md5(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-def verify_api_request(
+def verify_api_query(
     *,
     key: str,
     secret: str,
     method: str,
     paths: tuple[str, ...],
     params: Mapping[str, str],
-    body: bytes,
     now: float,
     window: float = API_TIMESTAMP_WINDOW,
 ) -> None:
-    """Raise ``ApiError(401)`` unless the request is signed by this app, fresh, and intact.
+    """Raise ``ApiError(401)`` unless the request line is signed by this app and fresh.
 
-    ``paths`` holds the request path as sent and, where it differs, URL-decoded: SDKs sign
-    whichever they put on the wire, and both are the same resource.
+    Everything here comes from the request line, so it is checked before a byte of the body is
+    read; ``body_md5``, when given, is part of the signed query, and ``verify_body_md5`` compares
+    it with the body once that has been read. ``paths`` holds the request path as sent and, where
+    it differs, URL-decoded: SDKs sign whichever they put on the wire, and both are the same
+    resource.
     """
     lowered = {k.lower(): v for k, v in params.items()}
     for required in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
@@ -104,15 +106,36 @@ def verify_api_request(
     timestamp = int(raw_timestamp)
     if abs(now - timestamp) > window:
         raise ApiError(401, f"Timestamp expired: it must be within {int(window)} s of server time")
-    if body:
-        given_md5 = lowered.get("body_md5")
-        if given_md5 is None:
-            raise ApiError(401, "Missing body_md5")
-        if not _equal(given_md5.lower(), body_md5(body)):
-            raise ApiError(401, "body_md5 does not match the body")
     signature = lowered["auth_signature"]
     if not any(_equal(signature, sign_api_request(secret, method, path, params)) for path in paths):
         raise ApiError(401, "Invalid signature")
+
+
+def verify_body_md5(params: Mapping[str, str], body: bytes) -> None:
+    """Raise ``ApiError(401)`` unless a non-empty body matches the signed ``body_md5``."""
+    if not body:
+        return
+    given = next((v for k, v in params.items() if k.lower() == "body_md5"), None)
+    if given is None:
+        raise ApiError(401, "Missing body_md5")
+    if not _equal(given.lower(), body_md5(body)):
+        raise ApiError(401, "body_md5 does not match the body")
+
+
+def verify_api_request(
+    *,
+    key: str,
+    secret: str,
+    method: str,
+    paths: tuple[str, ...],
+    params: Mapping[str, str],
+    body: bytes,
+    now: float,
+    window: float = API_TIMESTAMP_WINDOW,
+) -> None:
+    """``verify_api_query`` and ``verify_body_md5`` together, for a request read whole."""
+    verify_api_query(key=key, secret=secret, method=method, paths=paths, params=params, now=now, window=window)
+    verify_body_md5(params, body)
 
 
 # --- webhooks --------------------------------------------------------------------------------

@@ -1,13 +1,22 @@
-"""The Pusher HTTP API: signed requests in, events out to the bus, channel state back."""
+"""The Pusher HTTP API: signed requests in, events out to the bus, channel state back.
+
+A request is judged on its request line before its body is read: the app, the key, the
+timestamp window and the signature (which covers ``body_md5``) come from the query. Only then is
+the body read, within the route's size limit and the body deadline, and compared with
+``body_md5``. A refused request is answered and its connection closed without reading the rest,
+so a caller without the app secret cannot make the server hold a body.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..observability import metrics
 from ..observability.logs import fields
@@ -15,7 +24,7 @@ from ..protocol import api, history, messages
 from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ApiError
-from ..protocol.signatures import verify_api_request, verify_channel_auth
+from ..protocol.signatures import verify_api_query, verify_body_md5, verify_channel_auth
 from .node import Node
 
 log = logging.getLogger("clarion.api")
@@ -23,47 +32,134 @@ log = logging.getLogger("clarion.api")
 # The node, as the aiohttp application carries it.
 NODE: web.AppKey[Node] = web.AppKey("clarion_node")
 
+# Refusals after which the connection is closed rather than kept alive: the rest of the body
+# (if any) is never read.
+CLOSING = frozenset({401, 408, 413})
+
 Handler = Callable[[web.Request, Node, App, bytes], Awaitable[Any]]
+BodyLimit = Callable[[App], int]
+
+# --- body limits, per route ------------------------------------------------------------------
+# JSON may write every byte of an event's data as a \u00XX escape: 6 bytes on the wire for each
+# byte the app's max_message_size counts. Channel names need no escaping; event names may.
+
+
+def _envelope(app: App, channels: int) -> int:
+    """Room around one event's data: its channel names (each quoted, then ``", "``), its name and
+    1 KiB for the rest."""
+    return channels * (app.max_channel_name_length + 4) + 6 * app.max_event_name_length + 1024
+
+
+def events_body_limit(app: App) -> int:
+    """``POST /events``: one event to up to ``max_channels_per_event`` channels."""
+    return 6 * app.max_message_size + _envelope(app, app.max_channels_per_event)
+
+
+def batch_body_limit(app: App) -> int:
+    """``POST /batch_events``: up to ``max_batch_events`` events, one channel each."""
+    return app.max_batch_events * (6 * app.max_message_size + _envelope(app, 1)) + 1024
+
+
+def terminate_body_limit(app: App) -> int:
+    """``POST .../terminate_connections``: the SDKs send an empty body or ``{}``."""
+    return 1024
+
+
+def no_body(app: App) -> int:
+    return 0
+
+
+def largest_body(apps: list[App]) -> int:
+    """The most any route of any app reads: aiohttp's own cap, as a second fence."""
+    return max(max(events_body_limit(app), batch_body_limit(app)) for app in apps)
+
+
+async def no_early_continue(request: web.Request) -> None:
+    """Routes' Expect handler. aiohttp's default answers ``100 Continue`` before the handler runs,
+    inviting the body before the request is judged; ``read_body`` sends it once it has been."""
+    expect = request.headers.get("Expect", "").lower()
+    if expect and expect != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:40]}")
+
+
+async def read_body(request: web.Request, limit: int, deadline: float) -> bytes:
+    """The body, at most ``limit`` bytes, all within ``deadline`` seconds; else 413 or 408."""
+    too_large = f"The body is larger than this endpoint's limit of {limit} bytes"
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, too_large)
+    if not request.body_exists:
+        return b""
+    if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not the response
+    body = bytearray()
+    try:
+        async with asyncio.timeout(deadline):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, too_large)
+    except TimeoutError:
+        raise ApiError(408, f"The body did not arrive within {deadline:g} s") from None
+    except HttpProcessingError as exc:  # bad chunking, or a body cut short
+        raise ApiError(400, f"Malformed body: {type(exc).__name__}") from None
+    return bytes(body)
+
+
+def _app_of(request: web.Request, node: Node) -> App:
+    """From ``{app_id}`` in the path or, on the official Python SDK's unprefixed ``/users/...``
+    path, from ``auth_key`` (checked against the signature like any other parameter)."""
+    if "app_id" in request.match_info:
+        app = node.apps_by_id.get(request.match_info["app_id"])
+    else:
+        app = node.apps_by_key.get(request.query.get("auth_key", ""))
+    if app is None:
+        raise ApiError(404, "Unknown app")
+    return app
+
+
+def _remote(request: web.Request) -> str:
+    return (request.remote or "")[:64]
 
 
 def signed(
-    endpoint: str, handler: Handler, *, browser: bool = False
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Wrap ``handler``: find the app, check the signature, map ApiError to its status, count it.
+    endpoint: str, handler: Handler, *, body_limit: BodyLimit = no_body, browser: bool = False
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap ``handler``: find the app, check the signature, read the body within its limits, map
+    ApiError to its status, count and log it.
 
-    The app comes from ``{app_id}`` in the path or, on the official Python SDK's unprefixed
-    ``/users/...`` path, from the signed ``auth_key``. With ``browser``, a request without an API
-    signature may instead prove itself the way a subscription does (``authorize_browser``).
+    With ``browser``, a request without an API signature may instead prove itself the way a
+    subscription does (``authorize_browser``).
     """
 
-    async def wrapped(request: web.Request) -> web.Response:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         node = request.app[NODE]
         status = 200
         app: App | None = None
         try:
-            if "app_id" in request.match_info:
-                app = node.apps_by_id.get(request.match_info["app_id"])
-            else:
-                app = node.apps_by_key.get(request.query.get("auth_key", ""))
-            if app is None:
-                raise ApiError(404, "Unknown app")
-            body = await request.read()
+            app = _app_of(request, node)
             headers: dict[str, str] = {}
             if browser and "auth_signature" not in request.query:
                 headers = authorize_browser(request, app)
+                body = await read_body(request, 0, node.settings.body_timeout)
             else:
                 raw_path = request.raw_path.split("?", 1)[0]
                 paths = (raw_path,) if raw_path == request.path else (raw_path, request.path)
-                verify_api_request(
+                params = {k: request.query[k] for k in request.query}
+                verify_api_query(
                     key=app.key,
                     secret=app.secret,
                     method=request.method,
                     paths=paths,
-                    params={k: request.query[k] for k in request.query},
-                    body=body,
+                    params=params,
                     now=time.time(),
                 )
+                if request.body_exists and not any(k.lower() == "body_md5" for k in params):
+                    raise ApiError(401, "Missing body_md5")
+                body = await read_body(request, body_limit(app), node.settings.body_timeout)
+                verify_body_md5(params, body)
             if not app.enabled:
                 raise ApiError(403, "Application disabled")
             answer = await handler(request, node, app, body)
@@ -73,15 +169,21 @@ def signed(
             return web.json_response(answer, dumps=messages.dumps, headers=headers)
         except ApiError as exc:
             status = exc.status
-            headers = cors_headers(request, app) if browser and app is not None else {}
-            if status == 401:
-                log.info(
-                    "api request refused",
-                    extra=fields(
-                        app_id=request.match_info.get("app_id", "")[:64], endpoint=endpoint, error=exc.message
-                    ),
-                )
-            return web.json_response({"error": exc.message}, status=status, headers=headers)
+            log.info(
+                "api request refused",
+                extra=fields(
+                    app_id=app.id if app is not None else request.match_info.get("app_id", "")[:64],
+                    endpoint=endpoint,
+                    status=status,
+                    error=exc.message[:300],
+                    remote=_remote(request),
+                ),
+            )
+            cors = cors_headers(request, app) if browser and app is not None else {}
+            response = web.json_response({"error": exc.message}, status=status, headers=cors)
+            if status in CLOSING or not request.content.at_eof():
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             status = exc.status
             raise
@@ -228,13 +330,24 @@ async def terminate_connections(request: web.Request, node: Node, app: App, body
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/apps/{app_id}/events", signed("events", trigger_event))
-    router.add_post("/apps/{app_id}/batch_events", signed("batch_events", trigger_batch))
-    router.add_get("/apps/{app_id}/channels", signed("channels", list_channels))
-    router.add_get("/apps/{app_id}/channels/{channel}", signed("channel", channel_state))
-    router.add_get("/apps/{app_id}/channels/{channel}/users", signed("users", channel_users))
-    router.add_get("/apps/{app_id}/channels/{channel}/history", signed("history", channel_history, browser=True))
-    terminate = signed("terminate_connections", terminate_connections)
-    router.add_post("/apps/{app_id}/users/{user_id}/terminate_connections", terminate)
+    def post(path: str, endpoint: str, handler: Handler, limit: BodyLimit) -> None:
+        router.add_post(path, signed(endpoint, handler, body_limit=limit), expect_handler=no_early_continue)
+
+    def get(path: str, endpoint: str, handler: Handler, *, browser: bool = False) -> None:
+        wrapped = signed(endpoint, handler, browser=browser)
+        router.add_get(path, wrapped, expect_handler=no_early_continue)
+
+    post("/apps/{app_id}/events", "events", trigger_event, events_body_limit)
+    post("/apps/{app_id}/batch_events", "batch_events", trigger_batch, batch_body_limit)
+    get("/apps/{app_id}/channels", "channels", list_channels)
+    get("/apps/{app_id}/channels/{channel}", "channel", channel_state)
+    get("/apps/{app_id}/channels/{channel}/users", "users", channel_users)
+    get("/apps/{app_id}/channels/{channel}/history", "history", channel_history, browser=True)
+    post(
+        "/apps/{app_id}/users/{user_id}/terminate_connections",
+        "terminate_connections",
+        terminate_connections,
+        terminate_body_limit,
+    )
     # pusher-http-python signs and sends this path without /apps/{id}; the app is its auth_key.
-    router.add_post("/users/{user_id}/terminate_connections", terminate)
+    post("/users/{user_id}/terminate_connections", "terminate_connections", terminate_connections, terminate_body_limit)
