@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests and webhooks.
+"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests, history tokens and webhooks.
 
 Every comparison of a secret-derived value goes through ``hmac.compare_digest``.
 """
@@ -136,6 +136,34 @@ def verify_api_request(
     """``verify_api_query`` and ``verify_body_md5`` together, for a request read whole."""
     verify_api_query(key=key, secret=secret, method=method, paths=paths, params=params, now=now, window=window)
     verify_body_md5(params, body)
+
+
+# --- history tokens --------------------------------------------------------------------------
+
+HISTORY_TOKEN_MAX_AHEAD = 3600  # seconds: the longest-lived token the server accepts
+
+
+def history_token(key: str, secret: str, channel: str, expires: int) -> str:
+    """The ``X-Clarion-History-Token`` value: ``<expires>:<hex HMAC-SHA256(secret,
+    "{key}:history:{channel}:{expires}")>``, issued by the app's backend to a browser that may
+    read ``channel``."""
+    return f"{expires}:{hmac_hex(secret, f'{key}:history:{channel}:{expires}')}"
+
+
+def history_token_problem(key: str, secret: str, channel: str, token: str, now: float) -> str | None:
+    """Why ``token`` does not open ``channel``'s history now, or None when it does: it must be
+    this app's, for this channel, and expire between now and an hour from now."""
+    raw_expires, sep, _ = token.partition(":")
+    if not sep or not (raw_expires.isascii() and raw_expires.isdigit()) or len(raw_expires) > 12:
+        return "X-Clarion-History-Token must read <expires>:<signature>"
+    expires = int(raw_expires)
+    if expires < now:
+        return "History token expired"
+    if expires > now + HISTORY_TOKEN_MAX_AHEAD:
+        return f"History token expires more than {HISTORY_TOKEN_MAX_AHEAD} s ahead"
+    if not _equal(token, history_token(key, secret, channel, expires)):
+        return "Invalid history token"
+    return None
 
 
 # --- webhooks --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..protocol import api, history, messages
 from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ApiError
-from ..protocol.signatures import verify_api_query, verify_body_md5, verify_channel_auth
+from ..protocol.signatures import history_token_problem, verify_api_query, verify_body_md5
 from .node import Node
 
 log = logging.getLogger("clarion.api")
@@ -32,6 +32,7 @@ log = logging.getLogger("clarion.api")
 # The node, as the aiohttp application carries it.
 NODE: web.AppKey[Node] = web.AppKey("clarion_node")
 
+HISTORY_TOKEN_HEADER = "X-Clarion-History-Token"  # noqa: S105 - a header name, not a secret
 # Refusals after which the connection is closed rather than kept alive: the rest of the body
 # (if any) is never read.
 CLOSING = frozenset({401, 408, 413})
@@ -129,8 +130,8 @@ def signed(
     """Wrap ``handler``: find the app, check the signature, read the body within its limits, map
     ApiError to its status, count and log it.
 
-    With ``browser``, a request without an API signature may instead prove itself the way a
-    subscription does (``authorize_browser``).
+    With ``browser``, a request without an API signature may instead prove itself with a
+    history token (``authorize_browser``).
     """
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -258,11 +259,14 @@ async def channel_users(request: web.Request, node: Node, app: App, body: bytes)
 
 def authorize_browser(request: web.Request, app: App) -> dict[str, str]:
     """A browser (the Vue client's polling fallback) has no app secret. It names the app by its
-    key and, for a private or presence channel, brings the channel-auth signature that the app's
-    auth endpoint gave its socket id, as for a subscription. The answer's CORS headers."""
+    key and, for a private, presence or encrypted channel, brings a short-lived history token
+    that the app's backend issued for that channel, in a header (never in the URL, where proxies
+    and browser history would keep it). The answer's CORS headers."""
     query = request.query
     if query.get("auth_key") != app.key:
         raise ApiError(401, "auth_key must be the app key (or sign the request as an HTTP API call)")
+    if "socket_id" in query or "auth" in query:
+        raise ApiError(401, f"socket_id and auth are no longer accepted here: send the {HISTORY_TOKEN_HEADER} header")
     origin = request.headers.get("Origin")
     if not app.origin_allowed(origin):
         raise ApiError(403, "Origin not allowed")
@@ -271,13 +275,52 @@ def authorize_browser(request: web.Request, app: App) -> dict[str, str]:
     if kind.kind is Kind.USER:
         raise ApiError(403, "A user channel's history is only open to signed HTTP API calls")
     if kind.needs_auth:
-        socket_id, auth = query.get("socket_id", ""), query.get("auth", "")
-        if not api.SOCKET_ID.match(socket_id) or not auth:
-            raise ApiError(401, "This channel needs socket_id and auth (a channel-auth signature)")
-        channel_data = query.get("channel_data") if kind.is_presence else None
-        if not verify_channel_auth(app.key, app.secret, auth, socket_id, channel, channel_data):
-            raise ApiError(401, "Invalid channel-auth signature")
+        token = request.headers.get(HISTORY_TOKEN_HEADER)
+        if token is None:
+            raise ApiError(401, f"This channel needs the {HISTORY_TOKEN_HEADER} header")
+        problem = history_token_problem(app.key, app.secret, channel, token, time.time())
+        if problem is not None:
+            raise ApiError(401, problem)
     return cors_headers(request, app)
+
+
+async def history_preflight(request: web.Request) -> web.Response:
+    """CORS preflight for the history route: the browser asks whether it may send the token
+    header. Only an allowed origin of a known app gets the CORS headers."""
+    node = request.app[NODE]
+    app = node.apps_by_id.get(request.match_info["app_id"])
+    origin = request.headers.get("Origin")
+    status = 204
+    try:
+        if app is None:
+            raise ApiError(404, "Unknown app")
+        if origin is None or not app.origin_allowed(origin):
+            raise ApiError(403, "Origin not allowed")
+        return web.Response(
+            status=204,
+            headers={
+                **cors_headers(request, app),
+                "Access-Control-Allow-Methods": "GET",
+                "Access-Control-Allow-Headers": HISTORY_TOKEN_HEADER,
+                "Access-Control-Max-Age": "600",
+            },
+        )
+    except ApiError as exc:
+        status = exc.status
+        log.info(
+            "api request refused",
+            extra=fields(
+                app_id=request.match_info["app_id"][:64],
+                endpoint="history_preflight",
+                status=status,
+                error=exc.message,
+                origin=(origin or "")[:200],
+                remote=_remote(request),
+            ),
+        )
+        return web.json_response({"error": exc.message}, status=status)
+    finally:
+        metrics.API_REQUESTS.labels(endpoint="history_preflight", status=str(status)).inc()
 
 
 def cors_headers(request: web.Request, app: App) -> dict[str, str]:
@@ -343,6 +386,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     get("/apps/{app_id}/channels/{channel}", "channel", channel_state)
     get("/apps/{app_id}/channels/{channel}/users", "users", channel_users)
     get("/apps/{app_id}/channels/{channel}/history", "history", channel_history, browser=True)
+    router.add_route("OPTIONS", "/apps/{app_id}/channels/{channel}/history", history_preflight)
     post(
         "/apps/{app_id}/users/{user_id}/terminate_connections",
         "terminate_connections",
