@@ -79,3 +79,9 @@ LOOP_ERRORS = Counter(
     ["exception"],
     registry=REGISTRY,
 )
+WEBHOOK_DROPPED = Counter(
+    "clarion_webhook_dropped_total",
+    "Webhook events dropped, by event type and reason: queue_full, retry_full, retries_exhausted, shutdown",
+    ["event_type", "reason"],
+    registry=REGISTRY,
+)
