@@ -909,7 +909,8 @@ event_types = ["channel_occupied", "channel_exploded"]
 
 
 async def test_events_that_pile_up_during_a_post_go_out_together_in_one_body(start, receiver, connect) -> None:
-    running = hooked(start, receiver)
+    # A long POST timeout: the held POST must still be waiting when it is released.
+    running = hooked(start, receiver, CLARION_WEBHOOK_TIMEOUT="60")
     receiver.hold_next = 1
     sock = await connect(running)
     await join(sock, running, fresh("batch-first-"))
@@ -922,5 +923,5 @@ async def test_events_that_pile_up_during_a_post_go_out_together_in_one_body(sta
     for channel in channels:
         await receiver.wait_event("channel_occupied", channel, timeout=8)
     bodies = [p for p in receiver.delivered() if any(e.get("channel") in channels for e in p.events)]
-    assert len(bodies) == 1
+    assert len(bodies) == 1, [(p.status, p.events) for p in receiver.posts]
     assert {e["channel"] for e in bodies[0].events if e["name"] == "channel_occupied"} == set(channels)
