@@ -75,12 +75,21 @@ def largest_body(apps: list[App]) -> int:
     return max(max(events_body_limit(app), batch_body_limit(app)) for app in apps)
 
 
-async def no_early_continue(request: web.Request) -> None:
-    """Routes' Expect handler. aiohttp's default answers ``100 Continue`` before the handler runs,
-    inviting the body before the request is judged; ``read_body`` sends it once it has been."""
-    expect = request.headers.get("Expect", "").lower()
-    if expect and expect != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:40]}")
+def no_early_continue(endpoint: str) -> Callable[[web.Request], Awaitable[None]]:
+    """A route's Expect handler. aiohttp's default answers ``100 Continue`` before the handler
+    runs, inviting the body before the request is judged; ``read_body`` sends it once it has been."""
+
+    async def expect(request: web.Request) -> None:
+        value = request.headers.get("Expect", "").lower()
+        if value and value != "100-continue":
+            metrics.API_REQUESTS.labels(endpoint=endpoint, status="417").inc()
+            log.info(
+                "api request refused",
+                extra=fields(endpoint=endpoint, status=417, error="Unknown Expect", remote=_remote(request)),
+            )
+            raise web.HTTPExpectationFailed(text="Unknown Expect")
+
+    return expect
 
 
 async def read_body(request: web.Request, limit: int, deadline: float) -> bytes:
@@ -374,11 +383,12 @@ async def terminate_connections(request: web.Request, node: Node, app: App, body
 
 def add_routes(router: web.UrlDispatcher) -> None:
     def post(path: str, endpoint: str, handler: Handler, limit: BodyLimit) -> None:
-        router.add_post(path, signed(endpoint, handler, body_limit=limit), expect_handler=no_early_continue)
+        wrapped = signed(endpoint, handler, body_limit=limit)
+        router.add_post(path, wrapped, expect_handler=no_early_continue(endpoint))
 
     def get(path: str, endpoint: str, handler: Handler, *, browser: bool = False) -> None:
         wrapped = signed(endpoint, handler, browser=browser)
-        router.add_get(path, wrapped, expect_handler=no_early_continue)
+        router.add_get(path, wrapped, expect_handler=no_early_continue(endpoint))
 
     post("/apps/{app_id}/events", "events", trigger_event, events_body_limit)
     post("/apps/{app_id}/batch_events", "batch_events", trigger_batch, batch_body_limit)
