@@ -36,7 +36,7 @@ export interface HubOptions {
   probe: boolean
   random?: () => number
   events?: EventTarget | undefined
-  document?: { visibilityState?: string } | undefined
+  document?: (EventTarget & { visibilityState?: string }) | undefined
   /** Whether WebSockets exist here at all (false: poll from the start). */
   webSockets: boolean
   log: (message: string) => void

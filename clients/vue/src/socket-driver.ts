@@ -28,7 +28,7 @@ export interface DriverOptions {
   now?: () => number
   /** Where ``online``/``offline`` and ``visibilitychange`` come from; none under Node. */
   events?: EventTarget | undefined
-  document?: { visibilityState?: string } | undefined
+  document?: (EventTarget & { visibilityState?: string }) | undefined
 }
 
 export class SocketDriver {
@@ -64,6 +64,11 @@ export class SocketDriver {
     this.random = options.random ?? Math.random
     this.now = options.now ?? Date.now
     this.undo.push(tapTransports(pusher, (note) => this.onTransport(note)))
+    // pusher-js schedules its own retries through this one method (after a close, and when a pong
+    // never comes), sometimes twice for one close, leaving a timer that disconnect() cannot
+    // cancel. Every retry is the driver's decision: pusher-js's only says the socket is no good.
+    const manager = pusher.connection as unknown as { retryIn: (delay: number) => void }
+    manager.retryIn = () => this.onPusherRetry()
     const onConnected = (): void => this.onConnected()
     pusher.connection.bind('connected', onConnected)
     this.undo.push(() => pusher.connection.unbind('connected', onConnected))
@@ -71,15 +76,18 @@ export class SocketDriver {
     if (target !== undefined) {
       const online = (): void => this.onOnline()
       const offline = (): void => this.onOffline()
-      const visible = (): void => this.onVisibility()
       target.addEventListener('online', online)
       target.addEventListener('offline', offline)
-      target.addEventListener('visibilitychange', visible)
       this.undo.push(() => {
         target.removeEventListener('online', online)
         target.removeEventListener('offline', offline)
-        target.removeEventListener('visibilitychange', visible)
       })
+    }
+    const doc = options.document
+    if (doc !== undefined) {
+      const visible = (): void => this.onVisibility()
+      doc.addEventListener('visibilitychange', visible)
+      this.undo.push(() => doc.removeEventListener('visibilitychange', visible))
     }
   }
 
@@ -136,6 +144,13 @@ export class SocketDriver {
         })
       }
     }
+  }
+
+  /** pusher-js gave up on the live socket without it closing (a pong that never came): a drop. */
+  private onPusherRetry(): void {
+    if (this.phase !== 'connected' || this.liveCid === undefined) return
+    this.liveCid = undefined
+    queueMicrotask(() => this.lost(undefined))
   }
 
   private onConnected(): void {

@@ -16,16 +16,28 @@ export type PusherOptions = Options
  * decides when (and in which tab) a socket opens.
  */
 export function quietPusher(PusherCtor: PusherClass, key: string, options: PusherOptions): PusherInstance {
-  const wasReady = PusherCtor.isReady
-  PusherCtor.isReady = false
+  // The flag and the list are statics of pusher-js's base class; a subclass (the Node build's
+  // PusherWithEncryption) only inherits them, and the base constructor reads the base's own.
+  const owner = staticsOwner(PusherCtor)
+  const wasReady = owner.isReady
+  owner.isReady = false
   let pusher: PusherInstance
   try {
     pusher = new PusherCtor(key, options)
   } finally {
-    PusherCtor.isReady = wasReady
+    owner.isReady = wasReady
   }
-  PusherCtor.instances = PusherCtor.instances.filter((instance) => instance !== pusher)
+  owner.instances = owner.instances.filter((instance) => instance !== pusher)
   return pusher
+}
+
+function staticsOwner(PusherCtor: PusherClass): { isReady: boolean; instances: PusherInstance[] } {
+  let owner: unknown = PusherCtor
+  while (owner !== null && typeof owner === 'function' && !Object.prototype.hasOwnProperty.call(owner, 'isReady')) {
+    owner = Object.getPrototypeOf(owner)
+  }
+  if (owner === null || typeof owner !== 'function') return PusherCtor
+  return owner as unknown as { isReady: boolean; instances: PusherInstance[] }
 }
 
 /** One transport's state change, as pusher-js records it in its timeline. */
