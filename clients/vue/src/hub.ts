@@ -356,6 +356,7 @@ export class Hub {
       if (position !== undefined) {
         if (this.positions.accept(frame.channel, position.epoch, position.serial) === 'duplicate') {
           this.telemetry.duplicates += 1
+          this.publishStatus()
           return false
         }
         this.current = position
@@ -398,6 +399,7 @@ export class Hub {
     if (reason !== undefined) message.reason = kind === 'fill' && !recovered ? 'too_old' : reason
     else if (!recovered) message.reason = 'too_old'
     this.post(message)
+    this.publishStatus()
   }
 
   private onFailure(failures: number, code: number | undefined): void {

@@ -22,7 +22,8 @@ export class Positions {
   private readonly last = new Map<string, Position>()
 
   get(channel: string): Position | undefined {
-    return this.last.get(channel)
+    const last = this.last.get(channel)
+    return last === undefined ? undefined : { epoch: last.epoch, serial: last.serial }
   }
 
   set(channel: string, position: Position): void {
