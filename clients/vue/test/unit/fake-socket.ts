@@ -123,7 +123,12 @@ export function fakeOptions(extra: Record<string, unknown> = {}): Record<string,
     enabledTransports: ['ws'],
     channelAuthorization: {
       customHandler: (params: { socketId: string; channelName: string }, callback: (e: null, d: unknown) => void) =>
-        callback(null, { auth: `test-key:${params.socketId}:${params.channelName}` }),
+        callback(null, {
+          auth: `test-key:${params.socketId}:${params.channelName}`,
+          ...(params.channelName.startsWith('presence-')
+            ? { channel_data: JSON.stringify({ user_id: `u-${params.socketId}`, user_info: { name: 'test' } }) }
+            : {}),
+        }),
     },
     logger: () => {},
     ...extra,
