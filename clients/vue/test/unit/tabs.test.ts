@@ -46,12 +46,6 @@ afterEach(() => {
   vi.restoreAllMocks()
 })
 
-function tab(): ClarionClient {
-  const c = new ClarionClient(fakeOptions({ shareTabs: { name: `t${Math.random()}` }, backoff: { base: 100, cap: 200, retryJitter: 0 } }) as never)
-  clients.push(c)
-  return c
-}
-
 const until = (check: () => boolean, what: string) => vi.waitFor(() => expect(check(), what).toBe(true), { timeout: 5000, interval: 5 })
 
 describe('tab sharing', () => {
