@@ -11,8 +11,8 @@ from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.app import serve
     from .server.config import ConfigError, load_settings
+    from .server.serve import serve
 
     try:
         settings = load_settings(args.config)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--secret", help="app secret (needed with --url; generated when starting)")
     target.add_argument("--server-pid", type=int, help="pid of the --url server (same host): CPU and RSS are read")
     target.add_argument(
-        "--compare", choices=["baseline"], help="alternate runs of clarion and the bare relay bench/baseline.py"
+        "--compare", choices=["baseline"], help="alternate runs of clarion and the bare relay clarion.bench.baseline"
     )
     target.add_argument("--rounds", type=int, default=2, help="with --compare: rounds of (clarion, baseline); 2")
     target.add_argument("--baseline-cmd", help="with --compare: command for the baseline, '{port}' is replaced")
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         "--assert-no-loss", action="store_true", help="exit 1 unless every subscriber got every event exactly once"
     )
     bench.set_defaults(run=_bench)
+    from .broadcasting.commands import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

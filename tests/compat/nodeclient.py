@@ -226,12 +226,25 @@ class NodeClient:
     # -- pusher-js shortcuts -----------------------------------------------------------------------
 
     async def connect(
-        self, *, raw: bool = False, user: dict[str, Any] | None = None, auth_params: dict[str, str] | None = None
+        self,
+        *,
+        raw: bool = False,
+        user: dict[str, Any] | None = None,
+        auth_params: dict[str, str] | None = None,
+        auth_headers: dict[str, str] | None = None,
+        auth_cookie: str | None = None,
     ) -> str:
         """Connect pusher-js; returns the socket_id the server gave it.
 
-        ``user`` ({id, info?, watchlist?}) tells the auth endpoints who this client is."""
-        await self.command("connect", raw=raw, **_identity(user, auth_params))
+        ``user`` ({id, info?, watchlist?}) tells the test auth endpoint who this client is; a real
+        app's endpoint learns it from ``auth_headers`` (a bearer or CSRF token) or ``auth_cookie``
+        (a session cookie)."""
+        extra: dict[str, Any] = {}
+        if auth_headers:
+            extra["auth_headers"] = auth_headers
+        if auth_cookie:
+            extra["auth_cookie"] = auth_cookie
+        await self.command("connect", raw=raw, **_identity(user, auth_params), **extra)
         return await self._connected()
 
     async def echo_connect(

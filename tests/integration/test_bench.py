@@ -217,6 +217,21 @@ def test_usage_errors() -> None:
     assert "--secret" in proc.stderr
 
 
+def test_without_the_bench_extra_it_says_what_to_install() -> None:
+    # As on an install without the extra: importing picows fails.
+    script = "import sys; sys.modules['picows'] = None; from clarion.cli import main; sys.exit(main(['bench']))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "picows is missing: pip install 'clarion[bench]'" in proc.stderr
+
+
+def test_the_baseline_relay_ships_inside_the_package() -> None:
+    from clarion.bench import baseline, target
+
+    assert Path(baseline.__file__).parent == Path(target.__file__).parent
+    assert target.baseline_command(None, 6002)[1:3] == ["-m", "clarion.bench.baseline"]
+
+
 def test_cpu_lists_are_checked() -> None:
     available = os.sched_getaffinity(0)
     absent = str(max(available) + 1)

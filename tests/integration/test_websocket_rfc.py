@@ -1,6 +1,6 @@
 """RFC 6455 over real sockets: every byte written by hand, against a real ``clarion serve``.
 
-The front door (listener.py) reads the handshake itself and the connection protocol
+The front door (front_door.py) reads the handshake itself and the connection protocol
 (connection.py) parses frames itself, so these tests check the parts no library client would
 send: fragments, control frames between them, broken frames, odd TCP segmentation, bad heads.
 """
@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from clarion.protocol import signatures
-from clarion.server.listener import accept_key
+from clarion.server.front_door import accept_key
 from pusherclient import PusherSocket, fresh, payload, signed_query
 from wsframes import client_frame, handshake
 

@@ -25,7 +25,6 @@ from clarion.protocol.session import Session
 from clarion.server import fanout
 from clarion.server.connection import Connection
 from clarion.server.frames import text_frame
-from clarion.server.hub import AppHub
 
 APP = App(id="1", key="key", secret="secret-secret")
 FANS = {"native": fanout.fanout_native, "python": fanout.fanout_python}
@@ -100,7 +99,6 @@ async def connected(
     """``count`` Connections on accepted sockets, as the listener makes them; all closed after."""
     loop = asyncio.get_running_loop()
     listener = socket.create_server(("127.0.0.1", 0))
-    hub = AppHub(APP)
     pairs = []
     try:
         for number in range(count):
@@ -111,7 +109,7 @@ async def connected(
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
             transport, _ = await loop.connect_accepted_socket(_Placeholder, accepted)
             session = Session(APP, f"1.{number}", loop.time())
-            conn = connection(_Node(), hub, session, transport, max_buffer, 1 << 16)  # type: ignore[arg-type]
+            conn = connection(_Node(), session, transport, max_buffer, 1 << 16)  # type: ignore[arg-type]
             transport.set_protocol(conn)
             pairs.append(Pair(conn, peer))
     finally:
@@ -142,7 +140,7 @@ def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str
         async with connected(6) as pairs:
             frame = text_frame('{"event":"e","channel":"c","data":"1"}')
             skipped = pairs[2].conn
-            assert fanout.deliver(FANS[fan_name], sockets_of(pairs), frame, skipped) == 5  # type: ignore[arg-type]
+            assert fanout.send(FANS[fan_name], sockets_of(pairs), frame, skipped) == 5  # type: ignore[arg-type]
             await asyncio.sleep(0.05)  # the python fan-out's writes may wait for the loop
             for pair in pairs:
                 if pair.conn is skipped:
@@ -274,7 +272,7 @@ def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
             pair.read(closing[1])
             assert pair.conn.out_fd == -1
             frame = text_frame("late")
-            assert fanout.deliver(fanout.fanout_native, sockets_of([pair]), frame) == 0  # type: ignore[arg-type]
+            assert fanout.send(fanout.fanout_native, sockets_of([pair]), frame) == 0  # type: ignore[arg-type]
             await asyncio.sleep(0.05)
             assert pair.pending() == b""
 

@@ -1,4 +1,4 @@
-"""The RFC 6455 codec (frames.py) and the upgrade-request parser (listener.py), byte by byte."""
+"""The RFC 6455 codec (frames.py) and the upgrade-request parser (front_door.py), byte by byte."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from clarion.server import frames
 from clarion.server.frames import FrameError, close_frame, control_frame, parse, text_frame, unmask
-from clarion.server.listener import Upgrade, accept_key
+from clarion.server.front_door import Upgrade, accept_key
 from wsframes import client_frame
 
 LIMIT = 1 << 20  # max_payload for tests that are not about the limit

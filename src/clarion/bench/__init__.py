@@ -10,15 +10,22 @@ same command measures Clarion, Soketi, Reverb or Pusher itself.
 - ``resources``: the server's CPU time and RSS, read from /proc through psutil;
 - ``report``: figures, the JSON document and the table;
 - ``plot``: the optional PNG (matplotlib);
+- ``baseline``: the bare relay that ``--compare baseline`` measures Clarion against;
 - ``runner``: one run, and the Clarion-against-baseline rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(args: argparse.Namespace) -> int:
-    from .runner import main as run
+    try:
+        from .runner import main as run
+    except ImportError as exc:
+        # picows and psutil come with the bench extra, not with the server.
+        print(f"clarion bench: {exc.name} is missing: pip install 'clarion[bench]'", file=sys.stderr)
+        return 2
 
     return run(args)

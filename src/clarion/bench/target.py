@@ -92,18 +92,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def repo_root() -> Path:
-    """The source checkout this package runs from (src/clarion/bench/ -> the repository)."""
-    return Path(__file__).resolve().parents[3]
-
-
-def baseline_script() -> Path | None:
-    for candidate in (repo_root() / "bench" / "baseline.py", Path.cwd() / "bench" / "baseline.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _spawn(
     args: list[str], env: dict[str, str], label: str, cpus: frozenset[int] | None = None
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -183,13 +171,7 @@ async def start_clarion(app_id: str, key: str, secret: str, cpus: frozenset[int]
 def baseline_command(custom: str | None, port: int) -> list[str]:
     if custom:
         return [part.replace("{port}", str(port)) for part in shlex.split(custom)]
-    script = baseline_script()
-    if script is None:
-        raise TargetError(
-            "--compare baseline needs a source checkout of Clarion (bench/baseline.py was not found next to "
-            f"{repo_root()} nor in the current directory); or give --baseline-cmd 'COMMAND --port {{port}}'"
-        )
-    return [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "clarion.bench.baseline", "--host", "127.0.0.1", "--port", str(port)]
 
 
 async def start_baseline(

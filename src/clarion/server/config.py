@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -301,8 +300,3 @@ def load_settings(config_path: str | None = None, environ: Mapping[str, str] | N
             "or run one worker"
         )
     return settings
-
-
-def redact(url: str) -> str:
-    """A URL safe to log: any password replaced."""
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)

@@ -31,8 +31,7 @@ from . import frames
 from .frames import FrameError, text_frame
 
 if TYPE_CHECKING:
-    from .hub import AppHub
-    from .state import Node
+    from .node import Node
 
 log = logging.getLogger("clarion.connection")
 
@@ -49,7 +48,6 @@ class Connection(asyncio.Protocol):
         "close_code",
         "closing",
         "fd",
-        "hub",
         "max_buffer",
         "max_message",
         "node",
@@ -63,14 +61,12 @@ class Connection(asyncio.Protocol):
     def __init__(
         self,
         node: Node,
-        hub: AppHub,
         session: Session,
         transport: asyncio.Transport,
         max_buffer: int,
         max_message: int,
     ) -> None:
         self.node = node
-        self.hub = hub
         self.session = session
         self.transport = transport
         self.max_buffer = max_buffer

@@ -46,7 +46,7 @@ def choose(name: str | None) -> Fanout:
     return fanout_python
 
 
-def deliver(fan: Fanout, sockets: dict[str, Connection], frame: bytes, exclude: Connection | None = None) -> int:
+def send(fan: Fanout, sockets: dict[str, Connection], frame: bytes, exclude: Connection | None = None) -> int:
     """Write ``frame`` to every connection in ``sockets`` but ``exclude``; how many took it."""
     sent, rest = fan(sockets, frame, exclude)
     for conn, done in rest:

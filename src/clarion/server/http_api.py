@@ -16,10 +16,12 @@ from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ApiError
 from ..protocol.signatures import verify_api_request, verify_channel_auth
-from .keys import NODE
-from .state import Node
+from .node import Node
 
 log = logging.getLogger("clarion.api")
+
+# The node, as the aiohttp application carries it.
+NODE: web.AppKey[Node] = web.AppKey("clarion_node")
 
 Handler = Callable[[web.Request, Node, App, bytes], Awaitable[Any]]
 

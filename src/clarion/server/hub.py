@@ -14,7 +14,6 @@ from ..protocol.app import App
 from ..protocol.session import Member
 from . import fanout
 from .connection import Connection
-from .frames import text_frame
 
 # Live frames held for one socket while its history is read; past this, it must refetch instead.
 MAX_HELD = 1000
@@ -198,7 +197,7 @@ class AppHub:
 
     # --- delivery ---------------------------------------------------------------------------
 
-    def deliver(self, name: str, frame: bytes, exclude: str | None = None, serial: int = 0, epoch: str = "") -> int:
+    def broadcast(self, name: str, frame: bytes, exclude: str | None = None, serial: int = 0, epoch: str = "") -> int:
         """Write one pre-encoded frame to every local subscriber of ``name`` but ``exclude``."""
         channel = self.channels.get(name)
         if channel is None:
@@ -208,28 +207,28 @@ class AppHub:
             if channel.first is None:
                 channel.first = channel.last
         if channel.catching:
-            return self._deliver_catching(channel, frame, exclude, serial, epoch)
+            return self._broadcast_catching(channel, frame, exclude, serial, epoch)
         # Writing never touches channel.sockets (a dropped slow consumer leaves later, from its
         # own handler), so the fan-out walks the live dict and copies nothing.
         skip = channel.sockets.get(exclude) if exclude is not None else None
-        return fanout.deliver(self.fan, channel.sockets, frame, skip)
+        return fanout.send(self.fan, channel.sockets, frame, skip)
 
-    def deliver_many(self, name: str, frames: list[tuple[bytes, int, str]]) -> int:
+    def broadcast_run(self, name: str, frames: list[tuple[bytes, int, str]]) -> int:
         """Several frames for one channel, as one write per subscriber. Counts deliveries."""
         channel = self.channels.get(name)
         if channel is None:
             return 0
         if channel.catching:
-            return sum(self.deliver(name, frame, None, serial, epoch) for frame, serial, epoch in frames)
+            return sum(self.broadcast(name, frame, None, serial, epoch) for frame, serial, epoch in frames)
         for _, serial, epoch in frames:
             if serial:
                 channel.last = (epoch, serial)
                 if channel.first is None:
                     channel.first = channel.last
         joined = b"".join(frame for frame, _, _ in frames)
-        return fanout.deliver(self.fan, channel.sockets, joined) * len(frames)
+        return fanout.send(self.fan, channel.sockets, joined) * len(frames)
 
-    def _deliver_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
+    def _broadcast_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
         """The slower loop, only while some socket on the channel is catching up."""
         sent = 0
         done = []
@@ -249,6 +248,3 @@ class AppHub:
         for socket_id in done:
             del catching[socket_id]
         return sent
-
-    def deliver_text(self, name: str, text: str, exclude: str | None = None) -> int:
-        return self.deliver(name, text_frame(text), exclude)

@@ -89,7 +89,7 @@ class Supervisor:
         scheme = "https" if self.settings.tls_cert else "http"
         print(f"clarion: listening on {scheme}://{self.settings.host}:{self.port} ({count} workers)", flush=True)
         if self.settings.dev_app:
-            from .app import dev_banner
+            from .serve import dev_banner
 
             print(dev_banner(self.settings, self.port), flush=True)
         backoff = {index: 1.0 for index in range(count)}

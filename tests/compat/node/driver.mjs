@@ -9,7 +9,7 @@
 // as JSON lines on stdout, one write per line. Library logs and driver diagnostics go to stderr.
 //
 // Commands ({"cmd": ..., "id": optional, echoed in the "ack"}):
-//   pusher-js   connect {raw?, wire?, user?, auth_params?}
+//   pusher-js   connect {raw?, wire?, user?, auth_params?, auth_headers?, auth_cookie?}
 //               subscribe {channel}     bind {channel, event}     unsubscribe {channel}
 //               trigger {channel, event, data}      trigger_burst {channel, event, count}
 //               send_event {event, data, channel?}  (a raw frame, past pusher-js' own checks)
@@ -26,7 +26,12 @@
 //
 // "user" is {id, info?, watchlist?} and "auth_params" any extra fields: both go as form fields to
 // the auth and user-auth endpoints (user_id, user_info and watchlist as JSON), which is how the
-// test app back end knows who this client is.
+// test app back end knows who this client is. A real app back end knows it from its own
+// authentication instead: "auth_headers" ({name: value}, e.g. a bearer token or a CSRF token)
+// go with every auth request as pusher-js' `headers` option, and "auth_cookie" (a Cookie header,
+// e.g. a Django session) too. A browser sends its cookies by itself; Node's XMLHttpRequest
+// polyfill refuses to, so with a cookie the auth requests go through pusher-js' customHandler
+// with fetch, posting the same form pusher-js would.
 //
 // "wire": true also reports every frame as it came off the WebSocket, before pusher-js' parsing
 // keeps only event, channel, data and user_id: after each "connected", the driver binds the
@@ -249,14 +254,41 @@ function echoChannel(kind, name) {
   return ch;
 }
 
+// pusher-js' auth request, made with fetch so a Cookie header can go with it.
+function fetchAuthorizer(endpoint, params, headers, cookie) {
+  return (request, callback) => {
+    const form = new URLSearchParams({ socket_id: request.socketId, ...params });
+    if (request.channelName) form.set('channel_name', request.channelName);
+    fetch(endpoint, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', ...headers, Cookie: cookie },
+      body: form.toString(),
+    })
+      .then(async (res) => {
+        const text = await res.text();
+        if (res.status !== 200) callback(new Error(`auth status ${res.status}: ${text}`), null);
+        else callback(null, JSON.parse(text));
+      })
+      .catch((err) => callback(err, null));
+  };
+}
+
+function authOptions(endpoint, params, cmd) {
+  const headers = cmd.auth_headers ?? {};
+  if (cmd.auth_cookie) {
+    return { customHandler: fetchAuthorizer(endpoint, params, headers, cmd.auth_cookie) };
+  }
+  return { endpoint, transport: 'ajax', params, headers };
+}
+
 const commands = {
   connect(cmd) {
     if (pusher) throw new Error('already connected');
     const params = authParams(cmd);
     pusher = new Pusher(args.key, {
       ...pusherOptions(),
-      channelAuthorization: { endpoint: args['auth-endpoint'], transport: 'ajax', params },
-      userAuthentication: { endpoint: userAuthEndpoint, transport: 'ajax', params },
+      channelAuthorization: authOptions(args['auth-endpoint'], params, cmd),
+      userAuthentication: authOptions(userAuthEndpoint, params, cmd),
     });
     watchConnection(cmd.raw, cmd.wire);
   },

@@ -23,7 +23,7 @@ from ..observability.logs import fields
 from ..protocol.errors import ErrorCode
 from ..protocol.session import Session
 from .connection import Connection, refuse
-from .state import Node
+from .node import Node
 
 log = logging.getLogger("clarion.connection")
 
@@ -200,9 +200,7 @@ class FrontDoor(asyncio.Protocol):
         hub = node.hubs[app.id]
         loop = asyncio.get_running_loop()
         session = Session(app, node.new_socket_id(), loop.time(), pong_timeout=node.settings.pong_timeout)
-        conn = Connection(
-            node, hub, session, transport, node.settings.max_buffer, app.max_message_size + FRAME_OVERHEAD
-        )
+        conn = Connection(node, session, transport, node.settings.max_buffer, app.max_message_size + FRAME_OVERHEAD)
         transport.set_protocol(conn)
         hub.connections[conn.socket_id] = conn
         metrics.CONNECTIONS.labels(app_id=app.id).inc()

@@ -53,7 +53,6 @@ class Node:
         self._node_part = str(secrets.randbelow(9 * 10**8) + 10**8)
         self._sequence = itertools.count(secrets.randbelow(10**6))
         self._counts_flush: asyncio.Handle | None = None
-        self._counts_pending: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._pending: list[Envelope] = []  # bus events of this loop turn, written together
         self._watch_held: dict[str, list[bytes]] = {}  # socket_id → watchlist events held for it
@@ -67,7 +66,7 @@ class Node:
         return self.backend.healthy
 
     async def start(self) -> None:
-        await self.backend.start(self.deliver, self.on_control, self.on_restored)
+        await self.backend.start(self.on_event, self.on_control, self.on_restored)
         await self.webhooks.start()
 
     async def close(self) -> None:
@@ -80,7 +79,7 @@ class Node:
 
     # --- bus side ---------------------------------------------------------------------------
 
-    def deliver(self, envelope: Envelope) -> None:
+    def on_event(self, envelope: Envelope) -> None:
         """An event from the bus. Events that arrive in the same loop turn are written together:
         at rest that is one event and no delay; under load a socket gets several frames in one
         write (one syscall) instead of one write each."""
@@ -117,10 +116,10 @@ class Node:
                     and pending[end].exclude is None
                 ):
                     end += 1
-            self._deliver_run(pending[start:end])
+            self._write_run(pending[start:end])
             start = end
 
-    def _deliver_run(self, run: list[Envelope]) -> None:
+    def _write_run(self, run: list[Envelope]) -> None:
         first = run[0]
         hub = self.hubs.get(first.app_id)
         if hub is None:
@@ -129,9 +128,9 @@ class Node:
             # Something was published on the channel: a later miss is news again.
             hub.cache_miss_reported.discard(first.channel)
         if len(run) == 1:
-            sent = hub.deliver(first.channel, text_frame(first.frame), first.exclude, first.serial, first.epoch)
+            sent = hub.broadcast(first.channel, text_frame(first.frame), first.exclude, first.serial, first.epoch)
         else:
-            sent = hub.deliver_many(first.channel, [(text_frame(e.frame), e.serial, e.epoch) for e in run])
+            sent = hub.broadcast_run(first.channel, [(text_frame(e.frame), e.serial, e.epoch) for e in run])
         if sent:
             metrics.DELIVERIES.inc(sent)
 

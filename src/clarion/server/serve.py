@@ -20,9 +20,9 @@ from ..scaling.memory import MemoryBackend
 from ..tasks import cancel_and_wait
 from . import http_api
 from .config import Settings
-from .keys import NODE
-from .listener import FrontDoor
-from .state import Node
+from .front_door import FrontDoor
+from .http_api import NODE
+from .node import Node
 from .webhooks import AppWebhooks, Policy, Target, Webhooks
 
 log = logging.getLogger("clarion.server")

@@ -1,7 +1,7 @@
 """The baseline: the least a Python Pusher server can do, to measure Clarion against.
 
-    .venv/bin/python bench/baseline.py --port 6002
-    .venv/bin/python -m clarion bench --compare baseline      # runs it next to Clarion
+    python -m clarion.bench.baseline --port 6002
+    clarion bench --compare baseline      # runs it next to Clarion
 
 One aiohttp port, two routes, no checks:
 
@@ -14,7 +14,8 @@ One aiohttp port, two routes, no checks:
 Fan-out uses the same trick as Clarion: the WebSocket frame is encoded once per event and channel,
 then written to each subscriber's transport with no ``await`` per socket. Nothing else is done
 (no slow-consumer cut-off, no metrics, no presence, no auth), so the difference between the two is
-what Clarion's protocol coverage and safety cost. Not part of the installed package.
+what Clarion's protocol coverage and safety cost. Shipped with the bench extra, so a wheel can
+compare too.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Framework integrations: Starlette/FastAPI, Django, SQLAlchemy, and the Redis queue (Dramatiq)."""
