@@ -72,14 +72,25 @@ export class ClarionClient {
       return client.makeView(key, pusherOptions).pusher
     }
     this.echo = new Echo({ ...merged, Pusher: ViewPusher as unknown as PusherClass } as ConstructorParameters<typeof Echo>[0])
+    this.patchConnector()
+    // Echo's connect() makes a new connector (around the same view): patch it too, and connect.
+    const echoConnect = this.echo.connect.bind(this.echo)
+    this.echo.connect = () => {
+      echoConnect()
+      this.patchConnector()
+      this.connect()
+    }
+    if (this.settings.autoConnect) this.start()
+  }
+
+  /** Echo reads pusher-js's own states, which never say "reconnecting": it reports the client's. */
+  private patchConnector(): void {
     const connector = this.echo.connector as unknown as {
       connectionStatus: () => ConnectionStatus
       onConnectionChange: (callback: (status: ConnectionStatus) => void) => () => void
     }
-    // Echo reads pusher-js's own states, which never say "reconnecting"; report the client's.
     connector.connectionStatus = () => this.status()
     connector.onConnectionChange = (callback) => this.onStatus(callback)
-    if (this.settings.autoConnect) this.start()
   }
 
   get view(): View {
@@ -121,7 +132,7 @@ export class ClarionClient {
       const key = String(this.echo.options.key ?? '')
       this.tabs = new TabLink(`${share}:${key}`, this.tab, env, {
         lead: (post) => {
-          const hub = this.makeHub(post)
+          const hub = this.makeHub(post, true)
           hub.start()
           return { receive: (message) => hub.receive(message), stop: () => hub.dispose() }
         },
@@ -215,7 +226,7 @@ export class ClarionClient {
     return this.viewInstance
   }
 
-  private makeHub(post: (message: HubMessage) => void): Hub {
+  private makeHub(post: (message: HubMessage) => void, shared = false): Hub {
     const options = this.pusherOptions
     if (options === undefined) throw new Error('clarion-vue: no pusher-js options yet')
     const win = typeof window !== 'undefined' ? window : undefined
@@ -236,6 +247,7 @@ export class ClarionClient {
         probe: this.settings.recovery,
         events: win,
         document: typeof document !== 'undefined' ? document : undefined,
+        shared,
         webSockets: win === undefined || typeof (win as { WebSocket?: unknown }).WebSocket !== 'undefined',
         log: this.settings.log,
       },

@@ -37,6 +37,8 @@ export interface HubOptions {
   random?: () => number
   events?: EventTarget | undefined
   document?: (EventTarget & { visibilityState?: string }) | undefined
+  /** Whether other tabs share this hub: then one tab's disconnect() only lets go of that tab's channels. */
+  shared: boolean
   /** Whether WebSockets exist here at all (false: poll from the start). */
   webSockets: boolean
   log: (message: string) => void
@@ -181,10 +183,11 @@ export class Hub {
         if (this.transport !== 'polling') this.driver.start()
         break
       case 'disconnect':
-        this.stop()
+        if (this.options.shared) this.releaseTab(message.tab)
+        else this.stop()
         break
       case 'bye':
-        for (const channel of [...this.needs.keys()]) this.release(message.tab, channel)
+        this.releaseTab(message.tab)
         break
     }
   }
@@ -214,6 +217,10 @@ export class Hub {
       this.catchUps.set(channel, 'rewind')
       this.rawSend('clarion:rewind', { channel, ...rewind })
     }
+  }
+
+  private releaseTab(tab: string): void {
+    for (const channel of [...this.needs.keys()]) this.release(tab, channel)
   }
 
   private release(tab: string, channel: string): void {

@@ -64,6 +64,7 @@ export class View {
   private duplicates = 0
   private resyncs = 0
   private dropped = 0
+  private hubTelemetry: Telemetry = emptyTelemetry()
 
   constructor(private readonly options: ViewOptions) {
     this.pusher = quietPusher(options.Pusher, options.key, options.pusherOptions)
@@ -104,7 +105,10 @@ export class View {
   }
 
   connect(): void {
-    this.link?.({ t: 'connect', tab: this.options.tab })
+    const link = this.link
+    if (link === undefined) return
+    this.attach(link) // after a disconnect(), the hub no longer holds this tab's channels
+    link({ t: 'connect', tab: this.options.tab })
   }
 
   disconnect(): void {
@@ -214,7 +218,7 @@ export class View {
           attempt: this.state.attempt,
           nextRetryAt: null,
           lastError: this.state.lastError,
-          telemetry: this.state.telemetry,
+          telemetry: this.hubTelemetry,
         })
         break
     }
@@ -228,6 +232,7 @@ export class View {
     this.state.attempt = status.attempt
     this.state.nextRetryAt = status.nextRetryAt
     if (status.lastError !== null) this.state.lastError = status.lastError
+    this.hubTelemetry = status.telemetry
     this.state.telemetry = {
       ...status.telemetry,
       duplicates: status.telemetry.duplicates + this.duplicates,
@@ -279,7 +284,7 @@ export class View {
     const verdict = this.positions.accept(channel, epoch, serial)
     if (verdict === 'duplicate') {
       this.duplicates += 1
-      this.state.telemetry.duplicates += 1
+      this.state.telemetry.duplicates = this.hubTelemetry.duplicates + this.duplicates
       return false
     }
     if (verdict === 'gap' || verdict === 'epoch') {
@@ -327,7 +332,7 @@ export class View {
 
   private onDropped(event: string, channel: string, reason: string): void {
     this.dropped += 1
-    this.state.telemetry.dropped += 1
+    this.state.telemetry.dropped = this.hubTelemetry.dropped + this.dropped
     const message = `clarion-vue: dropped the client event ${event} on ${channel} (${reason})`
     this.state.lastError = { message, channel, at: Date.now() }
     this.options.log(message)

@@ -151,4 +151,28 @@ describe('tab sharing', () => {
     await until(() => socket.sentOf('pusher:unsubscribe').length === 1, 'y released')
     expect((socket.sentOf('pusher:unsubscribe')[0]!.data as { channel: string }).channel).toBe('private-y')
   })
+
+  it('one tab’s disconnect() lets go of its channels only; the socket stays for the others', async () => {
+    const name = `disconnect-${Date.now()}`
+    const options = { shareTabs: { name }, backoff: { base: 100, cap: 200, retryJitter: 0 } }
+    const a = new ClarionClient(fakeOptions(options) as never)
+    clients.push(a)
+    const b = new ClarionClient(fakeOptions(options) as never)
+    clients.push(b)
+    await until(() => a.state.role === 'leader' && FakeSocket.all.length === 1, 'a leads')
+    const socket = FakeSocket.last
+    socket.accept('1.1')
+    a.join({ name: 'x', id: 'private-x', visibility: 'private' })
+    b.join({ name: 'y', id: 'private-y', visibility: 'private' })
+    await until(() => socket.subscribes().length === 2, 'x and y')
+    socket.succeed('private-x')
+    socket.succeed('private-y')
+    b.echo.disconnect()
+    await until(() => socket.sentOf('pusher:unsubscribe').length === 1, 'y released')
+    expect(socket.readyState).toBe(1)
+    expect(a.status()).toBe('connected')
+    b.echo.connect()
+    await until(() => socket.subscribes().length === 3, 'y again after connect()')
+    expect(socket.subscribes()[2]).toMatchObject({ channel: 'private-y' })
+  })
 })
