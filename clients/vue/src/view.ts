@@ -81,7 +81,7 @@ export class View {
     }) as ClarionState
     this.queue = new OfflineQueue({
       ...options.offlineQueue,
-      onDrop: (send, reason) => this.onDropped(send.event, send.channel, reason),
+      onDrop: (send, reason) => this.onDropped(send.event, send.channel, reason, true),
     })
     this.wrapPusher()
     this.pusher.connection.bind('message', (event: unknown) => this.afterDispatch(event))
@@ -206,7 +206,7 @@ export class View {
         }
         break
       case 'dropped':
-        if (this.channels.has(message.channel)) this.onDropped(message.event, message.channel, message.reason)
+        if (this.channels.has(message.channel)) this.onDropped(message.event, message.channel, message.reason, false)
         break
       case 'leader':
         break
@@ -330,9 +330,12 @@ export class View {
     }
   }
 
-  private onDropped(event: string, channel: string, reason: string): void {
-    this.dropped += 1
-    this.state.telemetry.dropped = this.hubTelemetry.dropped + this.dropped
+  /** ``local``: dropped from this view's own queue (the hub counts its own drops). */
+  private onDropped(event: string, channel: string, reason: string, local: boolean): void {
+    if (local) {
+      this.dropped += 1
+      this.state.telemetry.dropped = this.hubTelemetry.dropped + this.dropped
+    }
     const message = `clarion-vue: dropped the client event ${event} on ${channel} (${reason})`
     this.state.lastError = { message, channel, at: Date.now() }
     this.options.log(message)

@@ -82,9 +82,12 @@ test('when the history is gone (a memory node restarted), the channel resyncs: o
     await subscribed(app, 'private-lost.1')
     await publish(server.url, 'private-lost.1', 'e', { n: 1 })
     await eventually(() => got.length === 1, 'the first event')
+    // The client stays away until the new node has an event of its own (a new epoch).
+    app.client.disconnect()
     await server.kill()
     server = await startClarion({ port: server.port })
-    await publish(server.url, 'private-lost.1', 'e', { n: 2 }) // nobody subscribed yet: only history has it
+    await publish(server.url, 'private-lost.1', 'e', { n: 2 }) // while the client is away
+    app.client.connect()
     await eventually(() => resyncs.length === 1, 'the resync', 30_000)
     assert.equal(resyncs[0].channel, 'private-lost.1')
     assert.equal(resyncs[0].reason, 'epoch_changed')
