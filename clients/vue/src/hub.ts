@@ -9,7 +9,7 @@ import type { HistoryAnswer, HistorySource } from './history'
 import type { HubMessage, HubStatus, ViewMessage } from './messages'
 import { OfflineQueue, type QueuedSend } from './offline-queue'
 import { Poller } from './polling'
-import { earliest, Positions, type Position } from './positions'
+import { earliest, Positions, tellsPosition, type Position } from './positions'
 import { SocketDriver } from './socket-driver'
 import { emptyTelemetry, type CatchUpKind, type ClarionError, type ConnectionStatus, type RewindSpec, type Telemetry } from './types'
 import { quietPusher, tapFrames, liveTransport, type PusherClass, type PusherInstance, type PusherOptions } from './wire'
@@ -400,7 +400,8 @@ export class Hub {
     }
     if (kind === 'resume' && recovered) this.telemetry.recoveries += 1
     if (!recovered || kind === 'probe') {
-      if (epoch !== null || reason !== 'history_off') this.positions.set(channel, { epoch: epoch ?? '', serial })
+      if (tellsPosition(reason)) this.positions.set(channel, { epoch: epoch ?? '', serial })
+      else this.positions.forget(channel)
     }
     const message: HubMessage = { t: 'caughtUp', channel, kind, recovered, epoch, serial }
     if (reason !== undefined) message.reason = kind === 'fill' && !recovered ? 'too_old' : reason

@@ -68,3 +68,12 @@ export function earliest(a: Position | undefined, b: Position | undefined): Posi
   if (a.epoch !== b.epoch) return undefined
   return a.serial <= b.serial ? a : b
 }
+
+/**
+ * Whether a catch-up answer that recovered nothing still says where the channel stands: after
+ * these reasons its ``epoch``/``serial`` are the channel's current position; after the others
+ * (``history_off``, ``rate_limited``, ``busy``, ``unavailable``) the position is unknown.
+ */
+export function tellsPosition(reason: string | undefined): boolean {
+  return reason === undefined || reason === 'epoch_changed' || reason === 'too_old' || reason === 'unknown_position' || reason === 'overflow'
+}

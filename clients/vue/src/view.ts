@@ -8,7 +8,7 @@ import type { ClarionBus } from './bus'
 import { isRecord, parseFrame, positionOf, toPusherEvent } from './frames'
 import type { HubMessage, HubStatus, ViewMessage } from './messages'
 import { OfflineQueue } from './offline-queue'
-import { Positions } from './positions'
+import { Positions, tellsPosition } from './positions'
 import {
   emptyTelemetry,
   type ClarionError,
@@ -301,7 +301,7 @@ export class View {
     if (!this.channels.has(channel)) return
     const sub = this.subscription(channel)
     if (kind === 'probe') {
-      if (this.positions.get(channel) === undefined && message.reason !== 'history_off') {
+      if (this.positions.get(channel) === undefined && tellsPosition(message.reason)) {
         this.positions.set(channel, { epoch: epoch ?? '', serial })
         sub.epoch = epoch
         sub.serial = serial
@@ -312,9 +312,11 @@ export class View {
     sub.wasRecovering = true
     sub.recovered = recovered
     if (!recovered) {
-      this.positions.set(channel, { epoch: epoch ?? '', serial })
-      sub.epoch = epoch
-      sub.serial = serial
+      if (tellsPosition(message.reason)) {
+        this.positions.set(channel, { epoch: epoch ?? '', serial })
+        sub.epoch = epoch
+        sub.serial = serial
+      } else this.positions.forget(channel)
       this.resync({ channel, reason: message.reason ?? 'too_old', epoch, serial })
     }
   }

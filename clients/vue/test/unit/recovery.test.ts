@@ -144,6 +144,16 @@ describe('resume bookkeeping', () => {
     expect(resyncs).toEqual([])
   })
 
+  it('a probe refused for its rate leaves the position unknown: no fill, no resync, a fresh probe next time', async () => {
+    const { resyncs } = setup()
+    let socket = await connected()
+    socket.succeed('private-a')
+    socket.resumed('private-a', { recovered: false, epoch: null, serial: 0, reason: 'rate_limited' })
+    socket = await reconnect()
+    expect(socket.subscribes()[0]).toMatchObject({ resume: { epoch: '-', serial: 0 } })
+    expect(resyncs).toEqual([])
+  })
+
   it('late joiners get recent history when the app asks for a rewind on that prefix', async () => {
     setup({ rewind: { 'private-': { count: 5 } } })
     const socket = await connected()
