@@ -57,6 +57,9 @@ export class ClarionClient {
   private readonly PusherClass: PusherClass
   private started = false
   private readonly cleanups: Array<() => void> = []
+  /** The channel-auth endpoint and its fixed headers, also used to ask for history tokens. */
+  private authEndpoint = '/broadcasting/auth'
+  private authStaticHeaders: Record<string, string> = {}
 
   constructor(options: ClarionOptions) {
     const { echo: echoOptions, clarion } = splitOptions(options as Record<string, unknown>)
@@ -291,9 +294,6 @@ export class ClarionClient {
     this.authStaticHeaders = { ...strings(auth.headers), ...strings(channelAuthorization.headers) }
     return result as unknown as PusherOptions
   }
-
-  private authEndpoint = '/broadcasting/auth'
-  private authStaticHeaders: Record<string, string> = {}
 
   private historySource(options: PusherOptions): HistorySource | undefined {
     const fallback = this.settings.fallback

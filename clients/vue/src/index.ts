@@ -1,6 +1,9 @@
 // clarion-vue: @laravel/echo-vue's API on a client with reconnect backoff, missed-message
 // recovery, a polling fallback, one socket for all tabs, a Pinia store and an event bus.
 
+import type { ClarionBus } from './bus'
+import { getClient } from './config'
+
 export {
   useChannel,
   useConnectionStatus,
@@ -53,8 +56,6 @@ export { HistoryError } from './history'
 export type { HistoryAnswer } from './history'
 
 /** The bus of the configured client. */
-export function useBus(): import('./bus').ClarionBus {
-  return getClientForBus().bus
+export function useBus(): ClarionBus {
+  return getClient().bus
 }
-
-import { getClient as getClientForBus } from './config'
