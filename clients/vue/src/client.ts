@@ -247,7 +247,7 @@ export class ClarionClient {
           source: this.settings.enabledFallback ? this.historySource(options) : undefined,
         },
         offlineQueue: this.settings.offlineQueue,
-        probe: this.settings.recovery,
+        recovery: this.settings.recovery,
         events: win,
         document: typeof document !== 'undefined' ? document : undefined,
         shared,

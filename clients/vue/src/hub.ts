@@ -32,8 +32,8 @@ export interface HubOptions {
   stableAfter: number
   fallback: FallbackSettings
   offlineQueue: { maxSize: number; maxAge: number }
-  /** Ask a fresh subscription for its position, so a later drop can be recovered. */
-  probe: boolean
+  /** Resume missed events on resubscribe, and ask a fresh subscription for its position. */
+  recovery: boolean
   random?: () => number
   events?: EventTarget | undefined
   document?: (EventTarget & { visibilityState?: string }) | undefined
@@ -285,7 +285,8 @@ export class Hub {
   private withCatchUp(channel: string, data: Record<string, unknown>): Record<string, unknown> {
     const need = this.needs.get(channel)
     const hinted = need === undefined ? undefined : earliestOf([...need.tabs.values()])
-    const position = hinted !== undefined ? earliest(this.positions.get(channel), hinted) : this.positions.get(channel)
+    const known = hinted !== undefined ? earliest(this.positions.get(channel), hinted) : this.positions.get(channel)
+    const position = this.options.recovery ? known : undefined
     if (position !== undefined && position.epoch !== '') {
       this.catchUps.set(channel, 'resume')
       return { ...data, resume: { epoch: position.epoch, serial: position.serial } }
@@ -300,7 +301,7 @@ export class Hub {
       need.rewind = undefined
       return { ...data, rewind }
     }
-    if (this.options.probe && !this.historyOff.has(channel)) {
+    if (this.options.recovery && !this.historyOff.has(channel)) {
       this.catchUps.set(channel, 'probe')
       return { ...data, resume: { epoch: PROBE_EPOCH, serial: 0 } }
     }

@@ -154,6 +154,16 @@ describe('resume bookkeeping', () => {
     expect(resyncs).toEqual([])
   })
 
+  it('with recovery off, nothing is asked on subscribe or resubscribe', async () => {
+    setup({ recovery: false })
+    let socket = await connected()
+    expect(socket.subscribes()).toEqual([{ channel: 'private-a', auth: expect.any(String) }])
+    socket.succeed('private-a')
+    socket.event('private-a', 'e', { n: 1 }, { epoch: 'E', serial: 1 })
+    socket = await reconnect()
+    expect(socket.subscribes()).toEqual([{ channel: 'private-a', auth: expect.any(String) }])
+  })
+
   it('late joiners get recent history when the app asks for a rewind on that prefix', async () => {
     setup({ rewind: { 'private-': { count: 5 } } })
     const socket = await connected()
