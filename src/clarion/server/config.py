@@ -43,6 +43,8 @@ class Settings(BaseModel):
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Env()] = "info"
     pong_timeout: Annotated[float, Field(gt=0, le=600), Env()] = 30.0
     handshake_timeout: Annotated[float, Field(gt=0, le=600), Env()] = 10.0
+    # an HTTP API body, once its request line passed
+    body_timeout: Annotated[float, Field(gt=0, le=600), Env()] = 10.0
     max_buffer: Annotated[int, Field(ge=16 * 1024), Env()] = 1024 * 1024
     loop: Annotated[Literal["uvloop", "asyncio"], Env()] = "uvloop"
     # The fan-out loop: native (C, built at install) where it was built, else python.
