@@ -765,10 +765,15 @@ async def test_a_ping_flood_from_a_client_that_never_reads_is_dropped_with_memor
     assert "slow consumer closed" in server.log_text()
 
 
-async def connection_count(server: Any) -> float:
+async def metric(server: Any, prefix: str) -> float:
+    """The sum of a metric's samples (every label set) whose line starts with ``prefix``."""
     async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
         text = await response.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("clarion_connections{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def connection_count(server: Any) -> float:
+    return await metric(server, "clarion_connections{")
 
 
 async def test_pong_timeout_frees_sockets_stalled_behind_a_backlog_for_new_connections(server_factory) -> None:
@@ -826,6 +831,7 @@ async def test_pong_timeout_takes_a_stalled_socket_off_its_channels(server_facto
         await wait_for(vacated, timeout=30, interval=0.5)
         await wait_for(lambda: "code=4201" in server.log_text(), timeout=5)
         assert await connection_count(server) == 0
+        assert await metric(server, "clarion_close_timeouts_total") == 1
         await dropped(sock)
     finally:
         await sock.close()
@@ -871,6 +877,24 @@ async def test_terminate_connections_evicts_a_user_whose_client_stopped_reading(
             return await users() == []
 
         await wait_for(evicted, timeout=20, interval=0.5)
+        await dropped(sock)
+    finally:
+        await sock.close()
+
+
+async def test_a_client_that_half_closes_behind_a_backlog_is_let_go(server_factory) -> None:
+    # The client sends its FIN but never reads: the transport's own close waits for a drain that
+    # never comes, so the socket is aborted once the close has had its time.
+    server = server_factory({"CLARION_MAX_BUFFER": str(64 * 1024 * 1024)})
+    sock = await stalling(server)
+    try:
+        await flood(sock, frame(PING, PING_125), 8 * 1024 * 1024)
+        sock.writer.write_eof()
+
+        async def gone() -> bool:
+            return await connection_count(server) == 0
+
+        await wait_for(gone, timeout=20, interval=0.5)
         await dropped(sock)
     finally:
         await sock.close()

@@ -265,6 +265,8 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> None:
         self.out_fd = -1  # the peer is leaving; the transport closes itself next
+        # ... once what it holds is sent, which a peer that stopped reading never lets happen.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, self.transport, self.session.app.id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Before the loop closes the socket: a freed descriptor number must not stay in out_fd.
