@@ -22,10 +22,11 @@ from clarion.server.config import (
     load_settings,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "configuration.md"
 EVERY_ENV = {**SERVER_ENV, **APP_ENV, **IDENTITY_ENV}
-# Read by load_settings itself rather than set on a field.
-OTHER_ENV = {"CLARION_CONFIG"}
+# Read by load_settings itself rather than set on a field, or by setup.py when the package is built.
+OTHER_ENV = {"CLARION_CONFIG"} | set(re.findall(r"\bCLARION_[A-Z_]+\b", (ROOT / "setup.py").read_text()))
 
 
 def table_rows() -> list[tuple[set[str], set[str]]]:
