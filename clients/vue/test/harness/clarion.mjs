@@ -116,13 +116,14 @@ export async function publish(baseUrl, channel, event, data) {
   if (status !== 200) throw new Error(`publishing to ${channel} answered ${status}: ${JSON.stringify(body)}`)
 }
 
-/** Waits until `check()` is truthy, polling; fails after `timeout` ms with `what`. */
-export async function eventually(check, what, timeout = 20_000) {
+/** Waits until `check()` is truthy, polling; fails after `timeout` ms with `what` and, when given,
+ * what `report()` says about the state it was in. */
+export async function eventually(check, what, timeout = 20_000, report = () => '') {
   const deadline = Date.now() + timeout
   for (;;) {
     const value = await check()
     if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${report()}`)
     await new Promise((r) => setTimeout(r, 25))
   }
 }

@@ -37,7 +37,9 @@ test('a channel that had no event yet still gets what was published while the cl
     for (let n = 1; n <= 3; n++) await publish(other.url, 'private-quiet.1', 'note', { n })
     await other.stop()
     server = await startClarion({ port: server.port, env })
-    await eventually(() => got.length >= 3, 'the events of the outage', 30_000)
+    const state = () =>
+      `got ${JSON.stringify(got)}\nclient ${JSON.stringify(app.client.state)}\nserver:\n${server.output.join('').slice(-4000)}`
+    await eventually(() => got.length >= 3, 'the events of the outage', 30_000, state)
     await publish(server.url, 'private-quiet.1', 'note', { n: 4 })
     await eventually(() => got.length >= 4, 'the next live event')
     assert.deepEqual(got, [1, 2, 3, 4])
