@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,8 +14,6 @@ from prometheus_client import REGISTRY
 from clarion.broadcasting import (
     Broadcaster,
     BroadcastEvent,
-    BroadcastRefused,
-    BroadcastUnavailable,
     InProcessQueue,
     Message,
     PrivateChannel,
@@ -25,44 +22,9 @@ from clarion.broadcasting import (
     signals,
 )
 from clarion.broadcasting.messages import idempotency_key
+from scripted_driver import ScriptedDriver
 
 FAST = RetryPolicy(max_tries=4, base=0.01, cap=0.05)
-
-
-class ScriptedDriver:
-    """A driver whose answers the test decides: ``down`` channels are unavailable, ``refuse``
-    names are refused; every call is recorded with its key."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.down: set[str] = set()
-        self.refuse: set[str] = set()
-        self.calls: list[tuple[list[str], str | None, bool]] = []  # (message ids, key, accepted)
-        self.delivered: list[Message] = []
-        self.gate: asyncio.Event | None = None
-
-    def publish(self, messages: Sequence[Message], key: str | None = None) -> None:
-        raise AssertionError("the in-process queue publishes through the async face")
-
-    async def apublish(self, messages: Sequence[Message], key: str | None = None) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        ids = [m.id for m in messages]
-        if any(c in self.down for m in messages for c in m.channels):
-            self.calls.append((ids, key, False))
-            raise BroadcastUnavailable("connection refused")
-        if any(m.name in self.refuse for m in messages):
-            self.calls.append((ids, key, False))
-            raise BroadcastRefused(413, "event too large")
-        self.calls.append((ids, key, True))
-        self.delivered.extend(messages)
-
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 def message(channel: str, name: str = "e", index: int = 0) -> Message:
