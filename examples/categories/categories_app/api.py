@@ -58,14 +58,13 @@ async def login(body: LoginIn, request: Request, context: Context, session: Db) 
     # preflight, which this app never grants, so sign-in needs no CSRF token of its own.
     email = body.email.strip().lower()
     client = request.client.host if request.client else "-"
-    keys = (f"email:{email}", f"ip:{client}")
-    if context.limiter.blocked(*keys):
+    if context.limiter.blocked(email, client):
         raise HTTPException(429, "Too many failed sign-ins: wait a few minutes.")
     user = await session.scalar(select(User).where(User.email == email))
     if not verify_password(user.password_hash if user else None, body.password) or user is None:
-        context.limiter.failed(*keys)
+        context.limiter.failed(email, client)
         raise HTTPException(401, "Wrong email or password.")
-    context.limiter.succeeded(f"email:{email}")
+    context.limiter.succeeded(email)
     token, csrf = new_token(), new_token()
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=context.settings.session_days)
     session.add(Session(token_hash=token_hash(token), user_id=user.id, csrf_token=csrf, expires_at=expires))

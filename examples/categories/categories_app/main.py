@@ -29,13 +29,10 @@ SECURITY_HEADERS = [
 ]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class Guard:
-    """Security headers on every answer, and a body limit (413) on everything but uploads, which
-    check their own."""
+    """Security headers on every answer, and a body limit on everything but uploads (which check
+    their own): a Content-Length over MAX_BODY is a 413 before anything is read, and a body
+    without one (chunked) is a 411, so no request body here is ever larger than announced."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,35 +41,24 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        limited = receive
         if scope["path"] != "/api/uploads":
-            seen = 0
-
-            async def limited(_receive: Receive = receive) -> Message:
-                nonlocal seen
-                message = await _receive()
-                seen += len(message.get("body", b""))
-                if seen > MAX_BODY:
-                    raise BodyTooLarge
-                return message
-
-        try:
-            await self.app(scope, limited, send_with_headers)
-        except BodyTooLarge:
-            if started:
-                raise
-            await JSONResponse({"message": f"The body may have at most {MAX_BODY} bytes."}, 413)(
-                scope, receive, send_with_headers
-            )
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal = None
+            if length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+                refusal = JSONResponse({"message": "Send a Content-Length."}, 411)
+            elif length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                refusal = JSONResponse({"message": f"The body may have at most {MAX_BODY} bytes."}, 413)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

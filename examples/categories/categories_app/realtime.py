@@ -107,10 +107,12 @@ class UploadStarted(BroadcastEvent):
 
 
 class UploadProgress(MediaUploadProgress):
+    event_name: ClassVar[str | None] = "MediaUploadProgress"
     queued: ClassVar[bool] = True
 
 
 class UploadCompleted(MediaUploadCompleted):
+    event_name: ClassVar[str | None] = "MediaUploadCompleted"
     queued: ClassVar[bool] = True
 
 

@@ -50,34 +50,39 @@ def csrf_ok(cookie: str | None, header: str | None, expected: str) -> bool:
 
 
 class LoginLimiter:
-    """At most ``limit`` failed logins per key (email, client address) in ``window`` seconds."""
+    """Failed sign-ins in the last ``window`` seconds: at most ``per_email`` for one email and
+    ``per_client`` from one address (higher: many users may share a proxy's address)."""
 
-    def __init__(self, limit: int = 10, window: float = 300.0, max_keys: int = 10_000) -> None:
-        self.limit = limit
+    def __init__(
+        self, per_email: int = 10, per_client: int = 100, window: float = 300.0, max_keys: int = 10_000
+    ) -> None:
+        self.limits = {"email": per_email, "client": per_client}
         self.window = window
         self.max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: dict[tuple[str, str], deque[float]] = {}
 
-    def blocked(self, *keys: str) -> bool:
+    def _keys(self, email: str, client: str) -> list[tuple[str, str]]:
+        return [("email", email), ("client", client)]
+
+    def blocked(self, email: str, client: str) -> bool:
         now = time.monotonic()
-        for key in keys:
+        for key in self._keys(email, client):
             failures = self._failures.get(key)
             if failures is None:
                 continue
             while failures and now - failures[0] > self.window:
                 failures.popleft()
-            if len(failures) >= self.limit:
+            if len(failures) >= self.limits[key[0]]:
                 return True
         return False
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, email: str, client: str) -> None:
         if len(self._failures) > self.max_keys:  # bounded memory: forget the oldest keys
             for stale in list(self._failures)[: self.max_keys // 2]:
                 del self._failures[stale]
         now = time.monotonic()
-        for key in keys:
+        for key in self._keys(email, client):
             self._failures.setdefault(key, deque()).append(now)
 
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    def succeeded(self, email: str) -> None:
+        self._failures.pop(("email", email), None)
