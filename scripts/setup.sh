@@ -21,7 +21,7 @@ fi
 
 if [ "${1:-}" = "--with-node" ]; then
   command -v npm >/dev/null || { echo "setup: npm is needed for the compatibility tests (Node 20+)" >&2; exit 1; }
-  for dir in tests/compat/node; do
+  for dir in tests/compat/node clients/vue; do
     [ -f "$dir/package-lock.json" ] || continue
     want=$(stamp "$dir/package-lock.json")
     if [ "$(cat "$dir/node_modules/.setup-stamp" 2>/dev/null)" != "$want" ]; then
@@ -30,4 +30,11 @@ if [ "${1:-}" = "--with-node" ]; then
       echo "$want" > "$dir/node_modules/.setup-stamp"
     fi
   done
+  # clarion-vue's dist/ (used by its integration tests and by apps with a file: dependency on
+  # it), rebuilt when a source is newer than the last build.
+  if [ ! -f clients/vue/dist/clarion-vue.js ] || [ -n "$(find clients/vue/src -newer clients/vue/dist/clarion-vue.js -print -quit)" ]; then
+    echo "setup: building clients/vue"
+    (cd clients/vue && npm run --silent build >/dev/null)
+  fi
+  scripts/chromium.sh
 fi

@@ -67,3 +67,21 @@ RESUMES = Counter(
     registry=REGISTRY,
 )
 REPLAYED = Counter("clarion_replayed_total", "History events sent by resume and rewind", registry=REGISTRY)
+HTTP_CLIENT_FAULTS = Counter(
+    "clarion_http_client_faults_total",
+    "Malformed HTTP requests refused by the HTTP parser (bad request line, header or chunking), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+LOOP_ERRORS = Counter(
+    "clarion_loop_errors_total",
+    "Errors reported to the event loop's exception handler (logged at most once per interval), by exception",
+    ["exception"],
+    registry=REGISTRY,
+)
+WEBHOOK_DROPPED = Counter(
+    "clarion_webhook_dropped_total",
+    "Webhook events dropped, by event type and reason: queue_full, retry_full, retries_exhausted, shutdown",
+    ["event_type", "reason"],
+    registry=REGISTRY,
+)

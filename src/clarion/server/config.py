@@ -47,6 +47,7 @@ _SERVER_ENV: dict[str, str] = {
     "CLARION_LOG_LEVEL": "log_level",
     "CLARION_PONG_TIMEOUT": "pong_timeout",
     "CLARION_HANDSHAKE_TIMEOUT": "handshake_timeout",
+    "CLARION_BODY_TIMEOUT": "body_timeout",
     "CLARION_MAX_BUFFER": "max_buffer",
     "CLARION_LOOP": "loop",
     "CLARION_FANOUT": "fanout",
@@ -198,6 +199,7 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     pong_timeout: float = Field(default=30.0, gt=0, le=600)
     handshake_timeout: float = Field(default=10.0, gt=0, le=600)
+    body_timeout: float = Field(default=10.0, gt=0, le=600)  # an HTTP API body, once its request line passed
     max_buffer: int = Field(default=1024 * 1024, ge=16 * 1024)
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     # The fan-out loop: native (C, built at install) where it was built, else python.
