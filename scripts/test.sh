@@ -10,8 +10,8 @@ scripts/setup.sh --with-node
 scripts/redis.sh
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench examples
+.venv/bin/ruff format --check src tests bench examples
 echo "== mypy"
 .venv/bin/mypy
 # Tests are independent (free ports, their own Redis prefixes), so they run in parallel: most of
