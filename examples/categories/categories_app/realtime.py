@@ -132,10 +132,10 @@ routes = ChannelRoutes()
 
 @routes.channel("tenant.{tenant_id:int}.categories")
 def tenant_categories(user: User, tenant_id: int) -> dict[str, Any] | bool:
-    """Members and admins of the tenant; on the presence channel, their name and role."""
+    """Members and admins of the tenant; on the presence channel, their id, name and role."""
     if user.tenant_id != tenant_id:
         return False
-    return {"name": user.name, "role": user.role}
+    return {"id": user.id, "name": user.name, "role": user.role}
 
 
 @routes.channel("tenant.{tenant_id:int}.activity")
