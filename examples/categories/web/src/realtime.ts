@@ -22,6 +22,9 @@ export async function connect(user: User): Promise<ClarionPlugin> {
     // Asked on every (re)authorization: the CSRF token of the current session.
     authHeaders: () => ({ 'X-CSRF-Token': csrfToken() }),
     backoff: { base: 500, cap: 10_000 },
+    // pusher-js checks the connection when the browser says it went offline: a pong must come
+    // within 5 s, so a dead network shows as reconnecting within seconds, not after 30.
+    pongTimeout: 5000,
     // Where WebSockets are blocked: read the channels' history through the app (same origin,
     // the session cookie), every 2 s, after 2 failed attempts.
     fallback: { after: 2, interval: 2000, historyEndpoint: config.historyEndpoint },
@@ -35,6 +38,7 @@ export async function connect(user: User): Promise<ClarionPlugin> {
   })
   // As Laravel apps expose it; also lets a curious user try to subscribe from the console.
   ;(window as unknown as { Echo: unknown }).Echo = echo()
+  ;(window as unknown as { Clarion: unknown }).Clarion = plugin.client
   return plugin
 }
 
