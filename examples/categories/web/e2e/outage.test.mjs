@@ -51,6 +51,16 @@ async function keepToasts(page) {
 }
 const toasts = (page) => page.evaluate(() => window.__toasts)
 
+/** Runs `check`; when it fails, shows the page's clarion-vue state (subscriptions, positions, telemetry). */
+async function withClientState(page, check) {
+  try {
+    await check()
+  } catch (error) {
+    console.log('clarion-vue state:', JSON.stringify(await page.evaluate(() => window.Clarion.state)))
+    throw error
+  }
+}
+
 test('Clarion killed and restarted: the pages show reconnecting, then recover what changed meanwhile', async () => {
   const alice = await browser.newContext()
   const bob = await browser.newContext()
@@ -98,11 +108,9 @@ test('a device that goes offline and comes back gets what it missed, replayed', 
   const bob = await browser.newContext()
   const admin = await signIn(alice, app, 'alice@acme.test')
   const member = await signIn(bob, app, 'bob@acme.test')
-  member.on('console', (m) => console.log('BOB', Date.now() % 100000, m.type(), m.text()))
   await member.evaluate(() => (window.__sameDocument = true))
   await keepToasts(member)
 
-  console.log('OFFLINE', Date.now() % 100000)
   await bob.setOffline(true)
   await eventually(async () => (await state(member)) !== 'connected', 'bob notices he is offline')
   await shot(member, 'bob-offline')
@@ -112,19 +120,16 @@ test('a device that goes offline and comes back gets what it missed, replayed', 
   }
   assert.equal((await tree(member))['Offline one'], undefined)
 
-  console.log('ONLINE', Date.now() % 100000)
   await bob.setOffline(false)
   await eventually(async () => (await state(member)) === 'connected', 'bob is back', 60_000)
-  try {
-  await eventually(async () => {
-    const t = await tree(member)
-    return t['Offline one'] === '' && t['Offline two'] === ''
-  }, 'what bob missed')
-  } catch (e) {
-    console.log('STATE', JSON.stringify(await member.evaluate(() => window.Clarion.state), null, 1))
-    console.log('TREE', JSON.stringify(await tree(member)))
-    throw e
-  }
+  await withClientState(member, () =>
+    eventually(async () => {
+      const t = await tree(member)
+      return t['Offline one'] === '' && t['Offline two'] === ''
+    }, 'what bob missed'),
+  )
+  const categories = await member.evaluate(() => window.Clarion.state.subscriptions[Object.keys(window.Clarion.state.subscriptions).find((c) => c.endsWith('.categories') && c.startsWith('private-'))])
+  assert.equal(categories.wasRecovering, true, JSON.stringify(categories))
   assert.ok(await marked(member), 'the page was not reloaded')
   // Clarion kept the history: it was replayed, no reload of the categories was needed.
   assert.ok(!(await toasts(member)).some((t) => t.includes('Reloaded')), `${await toasts(member)}`)

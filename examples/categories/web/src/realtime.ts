@@ -36,7 +36,8 @@ export async function connect(user: User): Promise<ClarionPlugin> {
       }
     },
   })
-  // As Laravel apps expose it; also lets a curious user try to subscribe from the console.
+  // As Laravel apps expose Echo (which also lets a curious user try to subscribe from the
+  // console); Clarion's client for its state: subscriptions, positions, telemetry.
   ;(window as unknown as { Echo: unknown }).Echo = echo()
   ;(window as unknown as { Clarion: unknown }).Clarion = plugin.client
   return plugin
