@@ -62,10 +62,12 @@ test('a change on one device shows on the other device and in a second tab, with
 
   const delays = []
   const change = async (what, act, check) => {
+    // A background tab's clicks wait on throttled animation frames: act in the front tab.
+    await first.bringToFront()
     const started = Date.now()
     await act()
     await eventually(async () => (await Promise.all(others.map(check))).every(Boolean), what, 15_000)
-    delays.push(`${what}: ${Date.now() - started} ms`)
+    delays.push(`${what}: ${Date.now() - started} ms`) // measured, not asserted: speed is for benchmarks
   }
 
   await change('created', () => save(first, 'Hats', 'Apparel'), async (p) => (await tree(p)).Hats !== undefined)
