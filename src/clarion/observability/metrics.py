@@ -19,6 +19,11 @@ CONNECTIONS_REFUSED = Counter(
 CONNECTIONS_CLOSED = Counter(
     "clarion_connections_closed_total", "WebSocket connections closed, by reason", ["reason"], registry=REGISTRY
 )
+CLOSE_TIMEOUTS = Counter(
+    "clarion_close_timeouts_total",
+    "Sockets aborted because their close handshake did not finish in time behind unsent bytes",
+    registry=REGISTRY,
+)
 FRAMES_RECEIVED = Counter("clarion_frames_received_total", "Client frames received", registry=REGISTRY)
 PROTOCOL_ERRORS = Counter(
     "clarion_protocol_errors_total", "pusher:error frames sent, by code", ["code"], registry=REGISTRY

@@ -185,6 +185,11 @@ class Session:
 
     # --- inbound ----------------------------------------------------------------------------
 
+    def heard(self, now: float) -> None:
+        """The client showed it is alive (a WebSocket ping or pong): the keep-alive starts over."""
+        self.last_seen = now
+        self.ping_sent_at = None
+
     def receive(self, text: str, now: float) -> list[Action]:
         """Handle one client text frame. Errors become frames; the session stays usable."""
         self.last_seen = now
