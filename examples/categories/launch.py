@@ -120,9 +120,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         procs.append(start("clarion", [PYTHON, "-m", "clarion", "serve"], clarion_env, ROOT))
-        procs.append(
-            start("app", [PYTHON, "-m", "categories_app", "serve", "--port", str(APP_PORT)], app_env, HERE)
-        )
+        procs.append(start("app", [PYTHON, "-m", "categories_app", "serve", "--port", str(APP_PORT)], app_env, HERE))
         ready = False
         deadline = time.monotonic() + 120
         while not stopping.is_set():
@@ -131,7 +129,9 @@ def main() -> int:
                 print(f"make run: {' and '.join(names)} stopped; stopping the rest", file=sys.stderr)
                 return 1
             if not ready:
-                if answers(f"http://127.0.0.1:{CLARION_PORT}/health") and answers(f"http://127.0.0.1:{APP_PORT}/health"):
+                if answers(f"http://127.0.0.1:{CLARION_PORT}/health") and answers(
+                    f"http://127.0.0.1:{APP_PORT}/health"
+                ):
                     ready = True
                     print(BANNER, flush=True)
                 elif time.monotonic() > deadline:
