@@ -188,15 +188,28 @@ export async function signIn(context, app, email) {
   await page.getByTestId('login-email').fill(email)
   await page.getByTestId('login-password').fill(PASSWORD)
   await page.getByTestId('login-submit').click()
-  await eventually(async () => (await state(page)) === 'connected', `${email} connected`)
+  await subscribed(page, email)
   return page
+}
+
+/** Connected, and every channel the page joined is subscribed. */
+async function subscribed(page, what) {
+  await eventually(
+    () =>
+      page.evaluate(() => {
+        const state = window.Clarion?.state
+        const subs = Object.values(state?.subscriptions ?? {})
+        return state?.status === 'connected' && subs.length >= 4 && subs.every((s) => s.status === 'subscribed')
+      }),
+    `${what}: connected and subscribed`,
+  )
 }
 
 /** A second tab of an already signed-in context. */
 export async function openTab(context, app) {
   const page = await context.newPage()
   await page.goto(app.url)
-  await eventually(async () => (await state(page)) === 'connected', 'the second tab connected')
+  await subscribed(page, 'the second tab')
   return page
 }
 

@@ -72,7 +72,17 @@ export function listen(user: User): void {
   const activity = useActivity()
   const uploads = useUploads()
   const channel = `tenant.${user.tenant_id}.categories`
-  useEcho<Category>(channel, '.category.created', (c) => categories.upsert(c))
+  const created = useEcho<Category>(channel, '.category.created', (c) => categories.upsert(c))
+  // Subscribe, then take the snapshot: the categories loaded at start may predate the
+  // subscription (a slow or offline network), and what changed in between would be missed. Once
+  // subscribed, every later change arrives as an event (or through recovery), and versions make
+  // the snapshot and the events agree whatever their order.
+  let first = true
+  ;(created.channel() as unknown as { subscribed: (cb: () => void) => unknown }).subscribed(() => {
+    if (!first) return
+    first = false
+    void categories.reload()
+  })
   useEcho<Category>(channel, '.category.updated', (c) => categories.upsert(c))
   useEcho<Deleted>(channel, '.category.deleted', (d) => categories.remove(d.ids, d.version))
   useEcho<Notification>(`user.${user.id}`, '.notification', (n) => toasts.show(n.title))
