@@ -345,10 +345,7 @@ export class Hub {
   private onSocketUp(): void {
     if (this.transport === 'polling') this.stopPolling()
     const transport = liveTransport(this.pusher)
-    // A frame that reaches a transport pusher-js has already replaced (the network came back
-    // after the connection was given up) is dropped unread: pusher-js would not deliver it, so
-    // its position must not count as seen; the resume on the new connection replays it.
-    if (transport !== undefined) tapFrames(transport, (text) => liveTransport(this.pusher) === transport && this.onSocketFrame(text))
+    if (transport !== undefined) tapFrames(transport, (text) => this.onSocketFrame(text))
     this.publishStatus()
   }
 
