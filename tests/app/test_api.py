@@ -265,3 +265,10 @@ async def test_a_request_body_over_64_kib_is_refused_with_413(app: RunningApp):
         headers={"Content-Type": "application/json"},
     )
     assert answer.status_code == 413 and "at most" in answer.json()["message"]
+
+
+async def test_a_new_category_never_takes_the_id_of_a_deleted_one(app: RunningApp):
+    made = (await app.call(ALICE, "POST", "/api/categories", json={"name": unique("Last")})).json()
+    assert (await app.call(ALICE, "DELETE", f"/api/categories/{made['id']}")).status_code == 200
+    again = (await app.call(ALICE, "POST", "/api/categories", json={"name": unique("Next")})).json()
+    assert again["id"] > made["id"]

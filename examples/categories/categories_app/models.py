@@ -66,6 +66,9 @@ class Category(Base):
         # Unique among siblings, whatever the case: parent_key is the parent's id, 0 at the top
         # (NULLs would never collide), name_key the name folded.
         Index("uq_category_sibling_name", "tenant_id", "parent_key", "name_key", unique=True),
+        # Ids are never reused (SQLite would reuse the largest after a delete): a page keeps
+        # deleted ids as deleted, and a new category must never take one's place.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("name_key", sa.String(160), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sqlite_autoincrement=True,  # ids never reused: pages keep deleted ids deleted
     )
     op.create_index("ix_categories_tenant_id", "categories", ["tenant_id"])
     op.create_index("ix_categories_parent_id", "categories", ["parent_id"])
