@@ -31,6 +31,12 @@ PROTOCOL_ERRORS = Counter(
 SUBSCRIPTIONS_REFUSED = Counter(
     "clarion_subscriptions_refused_total", "Subscriptions refused, by type", ["type"], registry=REGISTRY
 )
+RATE_LIMITED = Counter(
+    "clarion_rate_limited_total",
+    "Client requests refused by a per-connection rate limit, by limit (presence_resubscribe)",
+    ["what"],
+    registry=REGISTRY,
+)
 EVENTS_PUBLISHED = Counter(
     "clarion_events_published_total", "Events published to channels, by source", ["source"], registry=REGISTRY
 )

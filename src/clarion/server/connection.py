@@ -26,18 +26,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, assert_never
+from collections.abc import Coroutine
+from typing import Any, Protocol, assert_never
 
 from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol import messages
 from ..protocol.errors import ErrorCode
-from ..protocol.session import Send, Session
+from ..protocol.session import Action, Send, Session
 from . import frames
 from .frames import Binary, Closed, Failed, Ping, Pong, WebSocket, text_frame
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class Node(Protocol):
+    """What a connection asks of its node (``server.node.Node``), and no more: naming it here
+    rather than importing the node keeps the import graph free of cycles."""
+
+    def answer(self, conn: Connection, action: Send) -> None: ...
+
+    async def carry_out(self, conn: Connection, actions: list[Action]) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+    async def drop(self, conn: Connection) -> None: ...
+
 
 log = logging.getLogger("clarion.connection")
 

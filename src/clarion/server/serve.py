@@ -98,16 +98,16 @@ def build_webhooks(settings: Settings) -> Webhooks:
         queue_size=settings.webhook_queue,
     )
     per_app = {}
-    for config in settings.apps:
-        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in config.webhook_targets]
+    for app in settings.apps:
+        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in app.webhook_targets]
         if targets:
-            per_app[config.id] = AppWebhooks(config.to_app(), targets, policy)
+            per_app[app.id] = AppWebhooks(app, targets, policy)
     return Webhooks(per_app)
 
 
 def build_app(settings: Settings) -> web.Application:
     # Each route reads at most its own limit (http_api.read_body); aiohttp's cap is a second fence.
-    application = web.Application(client_max_size=http_api.largest_body([app.to_app() for app in settings.apps]))
+    application = web.Application(client_max_size=http_api.largest_body(settings.apps))
     node = Node(settings, build_backend(settings), build_webhooks(settings))
     application[NODE] = node
 
