@@ -22,22 +22,50 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$want" ]; then
   echo "$want" > .venv/.setup-stamp
 fi
 
-if [ "${1:-}" = "--with-node" ]; then
-  command -v npm >/dev/null || { echo "setup: npm is needed for the compatibility tests (Node 20+)" >&2; exit 1; }
-  for dir in tests/compat/node clients/vue; do
-    [ -f "$dir/package-lock.json" ] || continue
-    want=$(stamp "$dir/package-lock.json")
-    if [ "$(cat "$dir/node_modules/.setup-stamp" 2>/dev/null)" != "$want" ]; then
-      echo "setup: installing Node packages in $dir"
-      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-      echo "$want" > "$dir/node_modules/.setup-stamp"
-    fi
-  done
+node_install() {  # npm ci in $1 when its lock file changed since the last install
+  local dir=$1 want
+  want=$(stamp "$dir/package-lock.json")
+  if [ "$(cat "$dir/node_modules/.setup-stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing Node packages in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$dir/node_modules/.setup-stamp"
+  fi
+}
+
+build_vue() {
   # clarion-vue's dist/ (used by its integration tests and by apps with a file: dependency on
   # it), rebuilt when a source is newer than the last build.
   if [ ! -f clients/vue/dist/clarion-vue.js ] || [ -n "$(find clients/vue/src -newer clients/vue/dist/clarion-vue.js -print -quit)" ]; then
     echo "setup: building clients/vue"
     (cd clients/vue && npm run --silent build >/dev/null)
   fi
+}
+
+build_app() {
+  # The reference app's SPA (examples/categories/web), on clarion-vue's dist/; rebuilt when one of
+  # its sources or clarion-vue's build is newer than the last build.
+  local web=examples/categories/web
+  node_install "$web"
+  if [ ! -f "$web/dist/index.html" ] || [ -n "$(find "$web/src" "$web/index.html" "$web/vite.config.ts" \
+      "$web/package-lock.json" clients/vue/dist/clarion-vue.js -newer "$web/dist/index.html" -print -quit)" ]; then
+    echo "setup: building the reference app's web client"
+    (cd "$web" && npm run --silent build >/dev/null)
+  fi
+}
+
+if [ "${1:-}" = "--app" ]; then
+  command -v npm >/dev/null || { echo "setup: npm is needed to build the reference app's web client (Node 20+)" >&2; exit 1; }
+  node_install clients/vue
+  build_vue
+  build_app
+fi
+
+if [ "${1:-}" = "--with-node" ]; then
+  command -v npm >/dev/null || { echo "setup: npm is needed for the compatibility tests (Node 20+)" >&2; exit 1; }
+  for dir in tests/compat/node clients/vue; do
+    node_install "$dir"
+  done
+  build_vue
+  build_app  # the reference app's end-to-end tests drive its built SPA
   scripts/chromium.sh
 fi
