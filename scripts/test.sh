@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need (Python and Node packages, a Redis), then runs every check:
 # lint, types, unit, contract, integration and compatibility tests with the real pusher-js,
-# laravel-echo and the official pusher SDK; then the integration and compatibility suites again
-# with Redis scaling.
+# laravel-echo and the official pusher SDK; the Vue client's suites (scripts/test-vue.sh); the
+# reference app's end-to-end tests in Chromium (scripts/test-app.sh; its backend tests are in the
+# pytest run); then the integration and compatibility suites again with Redis scaling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,8 @@ scripts/setup.sh --with-node
 scripts/redis.sh
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench examples
+.venv/bin/ruff format --check src tests bench examples
 echo "== mypy"
 .venv/bin/mypy
 # Tests are independent (free ports, their own Redis prefixes), so they run in parallel: most of
@@ -20,6 +21,8 @@ WORKERS=${CLARION_TEST_WORKERS:-4}
 if [ $# -eq 0 ]; then
   echo "== pytest (embedded defaults: memory backend), with coverage"
   .venv/bin/pytest -n "$WORKERS" --cov --cov-report=term
+  scripts/test-vue.sh
+  scripts/test-app.sh
   # The same protocol suites again with every server joined through Redis: the Redis twin must
   # behave exactly like the memory one (the contract suite already ran against both above).
   echo "== pytest (CLARION_SCALING=redis)"

@@ -20,6 +20,16 @@
  * stays open until the connection has heard connection_lost (asyncio and uvloop both call it
  * before they close the socket), and that sets out_fd to -1, so a number read here is never
  * another connection's socket. tests/unit/test_fanout.py checks that order on both loops.
+ *
+ * Reading out_fd runs Python (it is an attribute, and may be a property), which may change the
+ * dict while it is walked: the arrays are sized from the dict first, so the walk checks the size
+ * after every read and raises RuntimeError if it changed, and never fills more entries than it
+ * sized; each connection is held by a reference of our own while its out_fd is read.
+ *
+ * Not free-threading safe: the walk uses PyDict_Next without a critical section, and the
+ * fd-reuse argument above needs the GIL to keep connection_lost (which closes the descriptor) from
+ * running during the walk. The module does not declare Py_MOD_GIL_NOT_USED, so a free-threaded
+ * interpreter turns the GIL back on when it imports it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +37,12 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+
+#ifndef MSG_NOSIGNAL
+/* macOS and some BSDs lack it. CPython ignores SIGPIPE at start-up, so a send to a peer that is
+ * gone still fails with EPIPE rather than killing the process. */
+#define MSG_NOSIGNAL 0
+#endif
 
 static PyObject *str_out_fd;
 
@@ -74,23 +90,38 @@ static PyObject *fanout(PyObject *Py_UNUSED(module), PyObject *args) {
         if (conn == exclude) {
             continue;
         }
+        if (count >= size) {
+            /* More entries than the dict had: it was changed (same size, other keys). */
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed during fan-out");
+            goto done;
+        }
+        Py_INCREF(conn); /* out_fd may drop the dict's reference to it */
         PyObject *fd_obj = PyObject_GetAttr(conn, str_out_fd);
+        if (PyDict_GET_SIZE(sockets) != size) {
+            Py_XDECREF(fd_obj);
+            Py_DECREF(conn);
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during fan-out");
+            goto done;
+        }
         if (fd_obj == NULL) {
+            Py_DECREF(conn);
             goto done;
         }
         long fd = PyLong_AsLong(fd_obj);
         Py_DECREF(fd_obj);
         if (fd == -1 && PyErr_Occurred()) {
+            Py_DECREF(conn);
             goto done;
         }
         if (fd < 0) {
-            if (add_rest(rest, conn, -2) < 0) {
+            int failed = add_rest(rest, conn, -2);
+            Py_DECREF(conn);
+            if (failed < 0) {
                 goto done;
             }
             continue;
         }
-        Py_INCREF(conn);
-        conns[count] = conn;
+        conns[count] = conn; /* keeps the reference taken above */
         fds[count] = (int)fd;
         count++;
     }

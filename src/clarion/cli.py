@@ -11,11 +11,13 @@ from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .server import fanout
     from .server.config import ConfigError, load_settings
     from .server.serve import serve
 
     try:
         settings = load_settings(args.config)
+        fanout.choose(settings.fanout)  # the native loop, when named, must have been built
         if args.host:
             settings.host = args.host
         if args.port is not None:

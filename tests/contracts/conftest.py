@@ -19,6 +19,7 @@ from redis import asyncio as aioredis
 from clarion.scaling.contracts import Backend, Control, Envelope, Reaped, Restored
 from clarion.scaling.memory import MemoryCluster
 from clarion.scaling.redis import RedisBackend
+from fakeclock import FakeClock
 from pusherclient import wait_for
 from redisproc import SHARED_REDIS_URL
 
@@ -31,17 +32,6 @@ class Received:
     events: list[Envelope] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     restored: list[Restored] = field(default_factory=list)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def delete_prefix(url: str, prefix: str) -> int:

@@ -6,14 +6,20 @@ signed query and break exactly one thing in it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import math
+import os
+import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -847,4 +853,372 @@ async def test_disabled_app_is_403_once_authenticated(server_factory) -> None:
     status, answer = await api_call(srv.http_url, "key-beta", "wrong-secret", "POST", "/apps/502/events", body)
     assert status == 401
     status, _ = await api_call(srv.http_url, "key-alpha", "secret-alpha", "POST", "/apps/501/events", body)
+    assert status == 200
+
+
+# --- reading the body: judged first, then read within its route's limit and a deadline --------
+# These speak HTTP over a raw socket: to send a head that announces a body and hold the body back,
+# and to see exactly when the server answers and whether it closes the connection.
+
+MiB = 1024 * 1024
+# The default app's limits (docs/configuration.md): 6 bytes on the wire per byte of data, plus
+# the envelope (channel names, event name, 1 KiB).
+EVENTS_LIMIT = 6 * 10240 + 100 * (164 + 4) + 6 * 200 + 1024
+BATCH_LIMIT = 10 * (6 * 10240 + (164 + 4) + 6 * 200 + 1024) + 1024
+TERMINATE_LIMIT = 1024
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+    closed: bool  # the server closed the connection after answering
+    interim: list[int]  # 1xx answers before the final one
+    elapsed: float
+
+
+def request_head(
+    server: Any, method: str, path: str, params: dict[str, str] | None = None, **headers: str | int
+) -> bytes:
+    target = path + (f"?{urlencode(params)}" if params else "")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {server.host}:{server.port}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, list[int]]:
+    interim: list[int] = []
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ")[1])
+        headers = {}
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if status >= 200:
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            return status, headers, body, interim
+        interim.append(status)
+
+
+async def exchange(
+    server: Any, head: bytes, body: bytes = b"", *, pause: float = 0.0, rest: bytes = b"", within: float = 15.0
+) -> Answer:
+    """Send ``head`` and ``body`` (then, after ``pause``, ``rest``), read the answer, and see
+    whether the server closes the connection after it."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(head + body)
+        if pause:
+            await asyncio.sleep(pause)
+            writer.write(rest)
+        try:
+            async with asyncio.timeout(within):
+                status, headers, raw, interim = await _read_answer(reader)
+        except TimeoutError:
+            raise AssertionError(f"no answer within {within} s: the server is waiting for the body") from None
+        elapsed = time.monotonic() - started
+        try:
+            async with asyncio.timeout(5):
+                closed = await reader.read(1) == b""
+        except TimeoutError:
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return Answer(status, headers, parsed, closed, interim, elapsed)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def padded_event(channel: str, size: int, name: str = "edge") -> bytes:
+    """A valid event body of exactly ``size`` bytes (JSON allows the trailing spaces)."""
+    body = json.dumps({"name": name, "channel": channel, "data": "x" * 10240}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def padded_batch(channel: str, size: int) -> bytes:
+    batch = [{"name": f"b{i}", "channel": channel, "data": "x" * 10240} for i in range(10)]
+    body = json.dumps({"batch": batch}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def chunked(body: bytes, *, end: bool = True) -> bytes:
+    """``body`` in 8 KiB chunks; without ``end`` the last (empty) chunk never comes."""
+    out = b"".join(
+        f"{len(body[i : i + 8192]):x}\r\n".encode() + body[i : i + 8192] + b"\r\n" for i in range(0, len(body), 8192)
+    )
+    return out + (b"0\r\n\r\n" if end else b"")
+
+
+def _unsigned(server: Any, path: str, **extra: str) -> dict[str, str]:
+    return dict(extra)
+
+
+def _forged(server: Any, path: str, **extra: str) -> dict[str, str]:
+    return signed_query(server.key, "not-the-secret", "POST", path, b"x", **extra)
+
+
+def _stale(server: Any, path: str, **extra: str) -> dict[str, str]:
+    return signed_query(server.key, server.secret, "POST", path, b"x", timestamp=int(time.time()) - 601, **extra)
+
+
+def _key_only(server: Any, path: str, **extra: str) -> dict[str, str]:
+    return {"auth_key": server.key, **extra}
+
+
+REFUSED_BEFORE_THE_BODY = [
+    pytest.param("/apps/{id}/events", _unsigned, 401, id="events-unsigned"),
+    pytest.param("/apps/{id}/events", _forged, 401, id="events-forged"),
+    pytest.param("/apps/{id}/events", _stale, 401, id="events-stale"),
+    pytest.param("/apps/{id}/batch_events", _forged, 401, id="batch-forged"),
+    pytest.param("/apps/{id}/users/u1/terminate_connections", _key_only, 401, id="terminate-key-only"),
+    pytest.param("/users/u1/terminate_connections", _key_only, 401, id="unprefixed-terminate-key-only"),
+    pytest.param("/users/u1/terminate_connections", _forged, 401, id="unprefixed-terminate-forged"),
+    pytest.param("/users/u1/terminate_connections", _unsigned, 404, id="unprefixed-terminate-no-key"),
+    pytest.param("/apps/999999/events", _unsigned, 404, id="unknown-app"),
+]
+
+
+@pytest.mark.parametrize(("route", "credentials", "status"), REFUSED_BEFORE_THE_BODY)
+async def test_requests_without_a_valid_signature_are_refused_before_their_body_is_sent(
+    server, route: str, credentials: Any, status: int
+) -> None:
+    path = route.replace("{id}", server.app_id)
+    head = request_head(server, "POST", path, credentials(server, path), Content_Length=MiB)
+    answer = await exchange(server, head)  # the body never comes
+    assert answer.status == status, answer
+    assert_error(answer.body)
+    assert answer.headers.get("connection", "").lower() == "close", answer.headers
+    assert answer.closed, "the server kept the connection open to read the body"
+
+
+@pytest.mark.parametrize(
+    ("route", "limit"),
+    [
+        pytest.param("/apps/{id}/events", EVENTS_LIMIT, id="events"),
+        pytest.param("/apps/{id}/batch_events", BATCH_LIMIT, id="batch"),
+        pytest.param("/apps/{id}/users/u1/terminate_connections", TERMINATE_LIMIT, id="terminate"),
+        pytest.param("/users/u1/terminate_connections", TERMINATE_LIMIT, id="unprefixed-terminate"),
+        pytest.param("/apps/{id}/channels", 0, id="get-channels"),
+    ],
+)
+async def test_a_signed_request_announcing_more_than_its_routes_limit_is_413_before_the_body_is_sent(
+    server, route: str, limit: int
+) -> None:
+    path = route.replace("{id}", server.app_id)
+    method = "GET" if limit == 0 else "POST"
+    params = signed_query(server.key, server.secret, method, path, b"x" * (limit + 1))
+    answer = await exchange(server, request_head(server, method, path, params, Content_Length=limit + 1))
+    assert answer.status == 413, answer
+    assert str(limit) in answer.body["error"]
+    assert answer.closed
+
+
+async def test_an_event_body_at_its_limit_is_delivered_and_one_byte_more_is_413(server) -> None:
+    channel = fresh("edge-")
+    path = f"/apps/{server.app_id}/events"
+    async with await subscribed(server, channel) as sock:
+        for framing in ("length", "chunked"):
+            body = padded_event(channel, EVENTS_LIMIT, name=f"edge-{framing}")
+            params = signed_query(server.key, server.secret, "POST", path, body)
+            if framing == "length":
+                head = request_head(server, "POST", path, params, Content_Length=len(body))
+                answer = await exchange(server, head, body)
+            else:
+                head = request_head(server, "POST", path, params, Transfer_Encoding="chunked")
+                answer = await exchange(server, head, chunked(body))
+            assert (answer.status, answer.body) == (200, {}), (framing, answer)
+            assert (await sock.expect(f"edge-{framing}", channel))["data"] == "x" * 10240
+        # One byte more, chunked: the server reads up to its limit, then refuses and closes.
+        over = padded_event(channel, EVENTS_LIMIT + 1)
+        params = signed_query(server.key, server.secret, "POST", path, over)
+        head = request_head(server, "POST", path, params, Transfer_Encoding="chunked")
+        answer = await exchange(server, head, chunked(over, end=False))
+        assert answer.status == 413, answer
+        assert answer.closed
+        await sock.nothing()
+
+
+async def test_a_batch_body_at_its_limit_is_delivered_and_one_byte_more_is_413(server) -> None:
+    channel = fresh("batch-edge-")
+    path = f"/apps/{server.app_id}/batch_events"
+    async with await subscribed(server, channel) as sock:
+        body = padded_batch(channel, BATCH_LIMIT)
+        params = signed_query(server.key, server.secret, "POST", path, body)
+        answer = await exchange(server, request_head(server, "POST", path, params, Content_Length=len(body)), body)
+        assert (answer.status, answer.body) == (200, {}), answer
+        assert [(await sock.recv())["event"] for _ in range(10)] == [f"b{i}" for i in range(10)]
+        over = padded_batch(channel, BATCH_LIMIT + 1)
+        params = signed_query(server.key, server.secret, "POST", path, over)
+        head = request_head(server, "POST", path, params, Transfer_Encoding="chunked")
+        answer = await exchange(server, head, chunked(over, end=False))
+        assert answer.status == 413, answer
+        await sock.nothing()
+
+
+@pytest.mark.parametrize(
+    "route", ["/apps/{id}/users/{user}/terminate_connections", "/users/{user}/terminate_connections"]
+)
+async def test_a_terminate_body_at_its_limit_is_carried_out_and_one_byte_more_is_413(server, route: str) -> None:
+    user = fresh("edge-user-")
+    path = route.replace("{id}", server.app_id).replace("{user}", user)
+    async with await PusherSocket.open(server.ws_url()) as sock:
+        user_data = json.dumps({"id": user})
+        await sock.send_signin(user_data, key=server.key, secret=server.secret)
+        await sock.expect("pusher:signin_success")
+        over = b"{}" + b" " * (TERMINATE_LIMIT - 1)
+        params = signed_query(server.key, server.secret, "POST", path, over)
+        head = request_head(server, "POST", path, params, Transfer_Encoding="chunked")
+        answer = await exchange(server, head, chunked(over, end=False))
+        assert answer.status == 413, answer
+        await sock.send("pusher:ping", {})
+        await sock.expect("pusher:pong")  # not terminated
+        body = b"{}" + b" " * (TERMINATE_LIMIT - 2)
+        params = signed_query(server.key, server.secret, "POST", path, body)
+        answer = await exchange(server, request_head(server, "POST", path, params, Content_Length=len(body)), body)
+        assert (answer.status, answer.body) == (200, {}), answer
+        assert await sock.closed() == 4009
+
+
+async def test_get_routes_take_no_body(server) -> None:
+    path = f"/apps/{server.app_id}/channels"
+    params = signed_query(server.key, server.secret, "GET", path)
+    answer = await exchange(server, request_head(server, "GET", path, params, Content_Length=0))
+    assert answer.status == 200, answer
+    params = signed_query(server.key, server.secret, "GET", path, b"x")
+    answer = await exchange(
+        server, request_head(server, "GET", path, params, Transfer_Encoding="chunked"), chunked(b"x", end=False)
+    )
+    assert answer.status == 413, answer
+
+
+@pytest.mark.parametrize(
+    "route", ["/apps/{id}/events", "/apps/{id}/users/u1/terminate_connections", "/users/u1/terminate_connections"]
+)
+async def test_a_body_that_stops_arriving_is_cut_at_the_deadline_with_408(server_factory, route: str) -> None:
+    srv = server_factory(env={"CLARION_BODY_TIMEOUT": "2"})
+    path = route.replace("{id}", srv.app_id)
+    body = _trigger_body() if "events" in route else b"{}"
+    params = signed_query(srv.key, srv.secret, "POST", path, body)
+    head = request_head(srv, "POST", path, params, Content_Length=len(body))
+    answer = await exchange(srv, head, body[:-1])  # the last byte is withheld
+    assert answer.status == 408, answer
+    assert_error(answer.body)
+    assert answer.elapsed >= 1.9, answer.elapsed
+    assert answer.closed
+    # A body that arrives in pieces, within the deadline, is read whole.
+    answer = await exchange(srv, head, body[:-1], pause=0.2, rest=body[-1:])
+    assert answer.status == 200, answer
+
+
+async def test_expect_100_continue_is_answered_only_once_the_request_line_is_judged(server) -> None:
+    channel = fresh("expect-")
+    path = f"/apps/{server.app_id}/events"
+    body = _trigger_body(channel)
+    async with await subscribed(server, channel) as sock:
+        params = signed_query(server.key, server.secret, "POST", path, body)
+        head = request_head(server, "POST", path, params, Content_Length=len(body), Expect="100-continue")
+        answer = await exchange(server, head, pause=0.3, rest=body)
+        assert (answer.interim, answer.status) == ([100], 200), answer
+        await sock.expect("e", channel)
+    forged = signed_query(server.key, "not-the-secret", "POST", path, body)
+    head = request_head(server, "POST", path, forged, Content_Length=len(body), Expect="100-continue")
+    answer = await exchange(server, head)
+    assert (answer.interim, answer.status) == ([], 401), answer
+    assert answer.closed
+    head = request_head(server, "POST", path, forged, Content_Length=len(body), Expect="something-else")
+    answer = await exchange(server, head)
+    assert (answer.interim, answer.status) == ([], 417), answer
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    assert found, status
+    return int(found[1]) * 1024
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_150_clients_that_withhold_the_last_byte_of_a_1_mib_body_cost_little_memory_and_are_all_closed(
+    server_factory,
+) -> None:
+    """The reported attack: each announces 1 MiB, sends all but the last byte and waits. Half use
+    the unprefixed terminate route, which needs only the public key."""
+    srv = server_factory()
+    pid = srv.proc.pid
+    status, _ = await srv.trigger("warm-up")
+    assert status == 200
+    rss_before, fds_before = _rss(pid), _descriptors(pid)
+    body = b"x" * (MiB - 1)
+    heads = [
+        request_head(srv, "POST", f"/apps/{srv.app_id}/events", Content_Length=MiB),
+        request_head(srv, "POST", "/users/u1/terminate_connections", {"auth_key": srv.key}, Content_Length=MiB),
+    ]
+
+    async def attacker(n: int) -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        writers.append(writer)
+        with contextlib.suppress(OSError):  # the server may close before the body is all sent
+            writer.write(heads[n % 2] + body)
+            async with asyncio.timeout(10):
+                await writer.drain()
+        return reader
+
+    writers: list[asyncio.StreamWriter] = []
+    peak = rss_before
+    attacking = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while attacking:
+            peak = max(peak, _rss(pid))
+            await asyncio.sleep(0.05)
+
+    async def closed_by_the_server(reader: Any) -> bool:
+        if isinstance(reader, BaseException):
+            return True  # refused while sending: closed
+        try:
+            async with asyncio.timeout(20):
+                while await reader.read(65536):
+                    pass
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            return False
+        return True
+
+    sampler = asyncio.create_task(sample())
+    try:
+        readers = await asyncio.gather(*(attacker(n) for n in range(150)), return_exceptions=True)
+        closed = await asyncio.gather(*(closed_by_the_server(reader) for reader in readers))
+        attacking = False
+        await sampler
+        # Each connection may hold one socket read (256 KiB on uvloop) until it is refused and
+        # closed; reading the bodies took 280 MiB.
+        assert peak - rss_before < 96 * MiB, f"the server grew by {(peak - rss_before) / MiB:.0f} MiB"
+        assert all(closed), f"{closed.count(False)} of 150 sockets still open after 20 s"
+        await wait_for(lambda: _descriptors(pid) <= fds_before + 2, timeout=10)
+        grown = _rss(pid) - rss_before
+        assert grown < 48 * MiB, f"the server still holds {grown / MiB:.0f} MiB more"
+    finally:
+        attacking = False
+        await sampler
+        for writer in writers:
+            writer.close()
+    status, _ = await srv.trigger("still-serving")
     assert status == 200

@@ -326,6 +326,28 @@ async def test_the_watchlist_snapshot_comes_before_any_change_heard_while_it_is_
         await watcher.close()
 
 
+async def test_through_redis_a_watcher_signing_in_after_the_users_answer_never_sees_them_offline(
+    server_factory, connect
+) -> None:
+    # Two nodes of one cluster. signin_success means the user is online cluster-wide, so a watcher
+    # that signs in on the other node once the user is answered must read them online, every time.
+    env = {
+        "CLARION_SCALING": "redis",
+        "CLARION_REDIS_URL": SHARED_REDIS_URL,
+        "CLARION_SCALING_PREFIX": f"race-{uuid.uuid4().hex[:12]}",
+    }
+    here, there = server_factory(env=env), server_factory(env=env)
+    for attempt in range(100):  # a race: each round is one more chance for it to show
+        user = fresh("here-")
+        present, watcher = await connect(here), await connect(there)
+        await sign_in(present, here, user)
+        await send_signin(watcher, there, json.dumps({"id": fresh("watcher-"), "watchlist": [user]}))
+        await watcher.expect("pusher:signin_success")
+        assert watch_events(await watcher.recv()) == {"online": [user]}, f"round {attempt}"
+        await present.close()
+        await watcher.close()
+
+
 async def test_watched_user_coming_online_and_going_offline_after_the_last_tab(server, connect) -> None:
     watched = fresh("watched-")
     watcher = await connect(server)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
+from typing import Any
 
-from pusherclient import PusherSocket
+import aiohttp
+
+from pusherclient import PusherSocket, api_call, fresh
+from redisproc import SHARED_REDIS_URL
 
 
 async def trigger(server, channel: str, name: str = "evt", data: str = '{"n":1}', **extra) -> None:
@@ -164,3 +169,72 @@ max_presence_members = 2
     finally:
         for sock in socks:
             await sock.close()
+
+
+async def test_presence_resubscribes_past_the_burst_are_refused_429_counted_and_logged(server_factory) -> None:
+    # A rate so slow that nothing refills while the test runs, however loaded the machine.
+    server = server_factory(
+        env={"CLARION_PRESENCE_RESUBSCRIBE_BURST": "2", "CLARION_PRESENCE_RESUBSCRIBE_RATE": "0.001"}
+    )
+    channel = "presence-lobby"
+    signing = {"key": server.key, "secret": server.secret, "channel_data": {"user_id": "ann"}}
+    async with await PusherSocket.open(server.ws_url()) as sock:
+        for _ in range(1 + 2):  # the subscribe, then the burst of repeats
+            answer = await sock.subscribe(channel, **signing)
+            assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+        refused = await sock.subscribe(channel, **signing)
+        assert refused["event"] == "pusher:subscription_error", refused
+        assert refused["channel"] == channel
+        assert (refused["data"]["type"], refused["data"]["status"]) == ("LimitReached", 429)
+        # Only the repeat was refused: the socket is still on the channel.
+        await trigger(server, channel)
+        await sock.expect("evt", channel)
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        metrics = await response.text()
+    assert 'clarion_rate_limited_total{what="presence_resubscribe"} 1.0' in metrics
+    assert "subscription refused" in server.log_text() and "Too many presence subscribes" in server.log_text()
+
+
+# --- answered only once the cluster knows -------------------------------------------------------
+
+
+def one_cluster(server_factory) -> tuple[Any, Any]:
+    """Two nodes joined through Redis."""
+    env = {
+        "CLARION_SCALING": "redis",
+        "CLARION_REDIS_URL": SHARED_REDIS_URL,
+        "CLARION_SCALING_PREFIX": f"answer-{uuid.uuid4().hex[:12]}",
+    }
+    return server_factory(env=env), server_factory(env=env)
+
+
+async def test_once_a_presence_subscribe_is_answered_the_other_node_counts_and_lists_it(server_factory) -> None:
+    here, there = one_cluster(server_factory)
+    for attempt in range(20):
+        channel = fresh("presence-answered-")
+        async with await PusherSocket.open(here.ws_url()) as sock:
+            answer = await sock.subscribe(
+                channel, key=here.key, secret=here.secret, channel_data={"user_id": f"u{attempt}"}
+            )
+            assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+            path = f"/apps/{there.app_id}/channels/{channel}"
+            status, info = await api_call(
+                there.http_url, there.key, there.secret, "GET", path, info="subscription_count"
+            )
+            assert (status, info["occupied"], info["subscription_count"]) == (200, True, 1), (attempt, info)
+            status, users = await api_call(there.http_url, there.key, there.secret, "GET", f"{path}/users")
+            assert (status, users) == (200, {"users": [{"id": f"u{attempt}"}]}), attempt
+
+
+async def test_once_an_event_is_answered_a_subscriber_on_the_other_node_gets_it_as_the_cached_one(
+    server_factory,
+) -> None:
+    here, there = one_cluster(server_factory)
+    for attempt in range(20):
+        channel = fresh("cache-answered-")
+        status, answer = await here.trigger(channel, "price", json.dumps({"n": attempt}))
+        assert status == 200, answer
+        async with await PusherSocket.open(there.ws_url()) as sock:
+            assert (await sock.subscribe(channel))["event"] == "pusher_internal:subscription_succeeded"
+            cached = await sock.recv()
+            assert (cached["event"], cached["data"]) == ("price", json.dumps({"n": attempt})), (attempt, cached)

@@ -1,14 +1,18 @@
 """Webhooks against a real receiver: an aiohttp server in the test records every POST (headers and
-raw body), and can be told to answer 500 a number of times or to hang.
+raw body), and can be told to answer 500 (a number of times, or to every body holding some kind of
+event, as the PHP SDK's ``webhook()`` does for ``private-encrypted-`` channels), to hold a POST, or
+to hang.
 
-Each webhook target has one sender that POSTs in order, so "nothing else was sent" is checked with
-a barrier: a later event whose delivery proves every earlier one was delivered (or never queued).
+Fresh events go out in order, one POST at a time, so "nothing else was sent" is checked with a
+barrier: a later event whose delivery proves every earlier one was delivered (or never queued). A
+failed batch is retried beside them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -26,7 +30,7 @@ import pusher
 import pytest
 from aiohttp import web
 
-from conftest import ROOT
+from conftest import APP_ID, APP_KEY, APP_SECRET, ROOT
 from pusherclient import Connect, PusherSocket, api_call, fresh, wait_for
 
 DELAY = 0.5  # CLARION_WEBHOOK_DELAY for these tests
@@ -48,12 +52,26 @@ class Post:
         return json.loads(self.body)["events"]
 
 
+Events = list[dict[str, Any]]
+
+
+def on_encrypted_channel(events: Events) -> bool:
+    """What the PHP SDK's ``webhook()`` fails on: any event on a ``private-encrypted-`` channel."""
+    return any(str(event.get("channel", "")).startswith("private-encrypted-") for event in events)
+
+
 class Receiver:
-    """Records POSTs. ``fail_next`` answers that many with 500; ``hang`` holds requests unanswered."""
+    """Records POSTs. ``fail_next`` answers that many (of those ``fail_when`` picks) with 500;
+    ``refuse`` answers 500 to every body it picks; ``hold_next`` holds that many POSTs until
+    ``held`` is set; ``hang`` holds every request unanswered."""
 
     def __init__(self) -> None:
         self.posts: list[Post] = []
         self.fail_next = 0
+        self.fail_when: Callable[[Events], bool] = lambda events: True
+        self.refuse: Callable[[Events], bool] = lambda events: False
+        self.hold_next = 0
+        self.held = asyncio.Event()
         self.hang = False
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -83,7 +101,13 @@ class Receiver:
         if self.hang:
             await self._release.wait()
             return web.Response(status=503)
-        if self.fail_next > 0:
+        if self.hold_next > 0:
+            self.hold_next -= 1
+            await self.held.wait()
+        if self.refuse(post.events):
+            post.status = 500
+            return web.Response(status=500, text="cannot decrypt")
+        if self.fail_next > 0 and self.fail_when(post.events):
             self.fail_next -= 1
             post.status = 500
             return web.Response(status=500, text="try again")
@@ -134,6 +158,7 @@ async def start(receiver: Receiver, server_factory: Any) -> AsyncIterator[Callab
     yield start_server
     receiver.hang = False  # let held requests (and the server's retries) through
     receiver._release.set()
+    receiver.held.set()
     for running in started:
         running.proc.terminate()
     for running in started:
@@ -146,6 +171,22 @@ def hooked(server_factory: Any, receiver: Receiver, **env: str) -> Any:
     return server_factory(
         env={"CLARION_WEBHOOK_URL": receiver.url(), "CLARION_WEBHOOK_DELAY": str(DELAY), **env},
     )
+
+
+def occupancy_hooked(server_factory: Any, receiver: Receiver, **env: str) -> Any:
+    """A server whose only app (the default test app) sends only channel_occupied to the
+    receiver: one event per subscribe, so every batch is known in advance."""
+    config = f"""
+[[apps]]
+id = "{APP_ID}"
+key = "{APP_KEY}"
+secret = "{APP_SECRET}"
+
+[[apps.webhooks]]
+url = "{receiver.url()}"
+event_types = ["channel_occupied"]
+"""
+    return server_factory(config=config, env=env)
 
 
 async def subscribe(
@@ -184,6 +225,18 @@ async def failures(server: Any) -> float:
     found = re.search(r"^clarion_webhook_failures_total (\S+)$", text, re.MULTILINE)
     assert found, text
     return float(found[1])
+
+
+async def metric(server: Any, name: str, **labels: str) -> float:
+    """One sample of ``/metrics``; 0 when the labelled series does not exist yet."""
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
 
 
 def closed_port() -> int:
@@ -645,8 +698,9 @@ url = "{receiver.url("/b")}"
 
 async def test_failed_webhook_is_retried_and_delivered_once(start, receiver, connect) -> None:
     running = hooked(start, receiver)
-    receiver.fail_next = 2
     channel = fresh("retried-")
+    receiver.fail_next = 2
+    receiver.fail_when = lambda events: {"name": "channel_occupied", "channel": channel} in events
     sock, other = await connect(running), await connect(running)
     await join(sock, running, channel)
     # Backoff of 1 s then 2 s: the third attempt lands about 3 s later.
@@ -661,6 +715,90 @@ async def test_failed_webhook_is_retried_and_delivered_once(start, receiver, con
     await barrier(running, other, receiver)
     assert len(receiver.events("channel_occupied", channel)) == 1
     assert await failures(running) == 2
+
+
+def attempts_for(receiver: Receiver, channel: str) -> list[Post]:
+    return [p for p in receiver.posts if {"name": "channel_occupied", "channel": channel} in p.events]
+
+
+def dropped_lines(server: Any, reason: str) -> list[str]:
+    return [
+        line
+        for line in server.log_text().splitlines()
+        if "webhook batch dropped" in line and f"reason={reason} " in line
+    ]
+
+
+async def test_a_batch_the_target_keeps_refusing_holds_up_no_later_batch_and_is_dropped_with_its_types(
+    start, receiver, connect
+) -> None:
+    """The target answers 500 to any body with an event on a private-encrypted- channel. Later
+    webhooks still arrive while the refused batch waits out its backoff (1, 2, 4 s); a second
+    refused batch gets retries of its own; each is dropped when the retry window (10 s) closes,
+    counted per event type and logged with its types."""
+    receiver.refuse = on_encrypted_channel
+    running = occupancy_hooked(start, receiver, CLARION_WEBHOOK_RETRY_FOR="10")
+    sock, other = await connect(running), await connect(running)
+    refused = fresh("private-encrypted-first-")
+    await join(sock, running, refused)
+    await wait_for(lambda: attempts_for(receiver, refused))
+
+    later = [fresh("later-") for _ in range(3)]
+    for channel in later:
+        await join(other, running, channel)
+        await receiver.wait_event("channel_occupied", channel, timeout=20)
+        # Delivered while the refused batch still had retries to come (its 4th and last attempt
+        # is 7 s after its first): the refused batch did not stand in front of it.
+        assert len(attempts_for(receiver, refused)) < 4, [p.at for p in attempts_for(receiver, refused)]
+        assert not dropped_lines(running, "retries_exhausted")
+
+    second = fresh("private-encrypted-second-")
+    await join(other, running, second)
+    await wait_for(lambda: attempts_for(receiver, second), timeout=20)
+    assert len(attempts_for(receiver, refused)) < 4
+
+    await wait_for(lambda: len(dropped_lines(running, "retries_exhausted")) == 2, timeout=30)
+    for channel in (refused, second):
+        attempts = attempts_for(receiver, channel)
+        assert [p.status for p in attempts] == [500, 500, 500, 500], channel
+        gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
+        assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 3.9, gaps
+    for line in dropped_lines(running, "retries_exhausted"):
+        assert line.endswith(" attempts=4 events=1 types=channel_occupied:1"), line
+    assert (
+        await metric(
+            running, "clarion_webhook_dropped_total", event_type="channel_occupied", reason="retries_exhausted"
+        )
+        == 2
+    )
+    # Everything else arrived once.
+    for channel in later:
+        assert receiver.events("channel_occupied", channel) == [{"name": "channel_occupied", "channel": channel}]
+
+
+async def test_retries_wait_in_a_bounded_heap_and_what_does_not_fit_is_dropped_and_logged(
+    start, receiver, connect
+) -> None:
+    """With CLARION_WEBHOOK_QUEUE=10, at most 10 refused events wait for retries; the 11th is
+    dropped at once (retry_full), and those still waiting at shutdown are dropped and logged too."""
+    receiver.refuse = on_encrypted_channel
+    running = occupancy_hooked(start, receiver, CLARION_WEBHOOK_QUEUE="10")
+    sock = await connect(running)
+    channels = [fresh("private-encrypted-pile-") for _ in range(11)]
+    for channel in channels:
+        await join(sock, running, channel)
+        await wait_for(lambda channel=channel: attempts_for(receiver, channel), timeout=10)
+
+    await wait_for(lambda: dropped_lines(running, "retry_full"), timeout=10)
+    assert dropped_lines(running, "retry_full")[0].endswith(" types=channel_occupied:1")
+    assert (
+        await metric(running, "clarion_webhook_dropped_total", event_type="channel_occupied", reason="retry_full") == 1
+    )
+    running.proc.terminate()
+    await asyncio.to_thread(running.proc.wait, 20)
+
+    await wait_for(lambda: dropped_lines(running, "shutdown"), timeout=10)
+    assert dropped_lines(running, "shutdown")[0].endswith(" events=10 types=channel_occupied:10")
 
 
 async def test_dead_webhook_endpoint_costs_no_delivery_and_counts_failures(server_factory, connect) -> None:
@@ -771,17 +909,25 @@ event_types = ["channel_occupied", "channel_exploded"]
 
 
 async def test_events_that_pile_up_during_a_post_go_out_together_in_one_body(start, receiver, connect) -> None:
-    running = hooked(start, receiver)
-    receiver.fail_next = 1
+    # A long POST timeout: the held POST must still be waiting when it is released.
+    running = hooked(start, receiver, CLARION_WEBHOOK_TIMEOUT="60")
+    receiver.hold_next = 1
     sock = await connect(running)
     await join(sock, running, fresh("batch-first-"))
-    # The first POST failed: the sender now waits 1 s before retrying it, and queues the rest.
+    # The first POST is held by the receiver: the sender waits for its answer, and queues the rest.
     await wait_for(lambda: receiver.posts)
     channels = [fresh("batch-") for _ in range(5)]
     for channel in channels:
         await join(sock, running, channel)
+    receiver.held.set()
     for channel in channels:
         await receiver.wait_event("channel_occupied", channel, timeout=8)
-    bodies = [p for p in receiver.delivered() if any(e.get("channel") in channels for e in p.events)]
-    assert len(bodies) == 1
+    # The occupied events queued behind the held POST go out together. (Subscription counts are
+    # read back from the backend first, so through Redis one may follow in a later body.)
+    bodies = [
+        p
+        for p in receiver.delivered()
+        if any(e["name"] == "channel_occupied" and e.get("channel") in channels for e in p.events)
+    ]
+    assert len(bodies) == 1, [(p.status, p.events) for p in receiver.posts]
     assert {e["channel"] for e in bodies[0].events if e["name"] == "channel_occupied"} == set(channels)

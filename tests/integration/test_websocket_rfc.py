@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import struct
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from clarion.protocol import signatures
 from clarion.server.front_door import accept_key
-from pusherclient import PusherSocket, fresh, payload, signed_query
+from pusherclient import PusherSocket, api_call, fresh, payload, signed_query, wait_for
 from wsframes import client_frame, handshake
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -258,10 +259,37 @@ async def test_client_close_1000_is_echoed_then_tcp_closes(server) -> None:
     await still_serving(server)
 
 
-async def test_client_close_with_an_application_code_is_echoed(server) -> None:
+@pytest.mark.parametrize("code", [1001, 1011, 1012, 1013, 1014, 3000, 4000, 4999])
+async def test_client_close_with_a_registered_code_is_echoed(server, code: int) -> None:
+    # 1012 (service restart), 1013 (try again later) and 1014 (bad gateway) are in IANA's
+    # registry of codes a peer may send, as 1011 is.
     async with await RawSocket.open(server) as sock:
-        await sock.send(frame(CLOSE, struct.pack("!H", 4000)))
-        assert await sock.closed_with() == 4000
+        await sock.send(frame(CLOSE, struct.pack("!H", code)))
+        assert await sock.closed_with() == code
+
+
+async def test_a_close_inside_a_fragmented_message_fails_with_1002_and_the_message_is_dropped(server) -> None:
+    async with await RawSocket.open(server) as sock:
+        ping = b'{"event":"pusher:ping","data":{}}'
+        await sock.send(
+            frame(TEXT, ping[:10], fin=False) + frame(CLOSE, struct.pack("!H", 1000)) + frame(CONTINUATION, ping[10:])
+        )
+        # No pong: the unfinished message is never handled, and the close is a protocol error.
+        assert await sock.closed_with() == 1002
+    await still_serving(server)
+
+
+async def test_a_valid_ping_before_a_malformed_frame_in_one_write_is_answered_then_1002(server) -> None:
+    async with await RawSocket.open(server) as sock:
+        await sock.send(
+            frame(PING, b"first")
+            + text({"event": "pusher:ping", "data": {}})
+            + frame(TEXT, b'{"event":"pusher:ping","data":{}}', masked=False)
+            + frame(PING, b"never")
+        )
+        assert await sock.recv_frame() == (PONG, True, b"first")
+        await sock.expect("pusher:pong")
+        assert await sock.closed_with() == 1002
 
 
 async def test_client_close_without_a_code_is_answered_with_1000(server) -> None:
@@ -460,6 +488,38 @@ async def test_a_refused_handshake_is_counted_in_the_metrics(server) -> None:
     assert await refused_count(server, "400") == before + 1
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Sec-WebSocket-Key", None),  # the same key twice
+        ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Host", "elsewhere.example"),
+        ("Origin", "https://elsewhere.example"),
+    ],
+)
+async def test_a_handshake_header_sent_twice_is_a_400(server, name: str, value: str | None) -> None:
+    # Every header once, Origin included, then the second copy.
+    request = handshake(server, Origin="https://app.example")
+    if value is None:
+        value = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+    before = await refused_count(server, "400")
+    status, body = await http_answer(server, request[:-2] + f"{name}: {value}\r\n\r\n".encode())
+    assert status == 400
+    assert f"{name} must be sent once".encode() in body
+    assert await refused_count(server, "400") == before + 1
+    assert "handshake refused" in server.log_text()
+    await still_serving(server)
+
+
+async def test_a_connection_header_split_over_two_lines_is_one_list(server) -> None:
+    request = handshake(server, Connection="keep-alive")
+    async with await RawSocket.connect(server) as sock:
+        await sock.upgrade(request[:-2] + b"Connection: Upgrade\r\n\r\n")
+        await sock.established()
+        await gets_events(server, sock)
+
+
 async def test_upgrade_with_version_12_is_a_400(server) -> None:
     status, body = await http_answer(server, handshake(server, Sec_WebSocket_Version="12"))
     assert status == 400
@@ -625,3 +685,216 @@ async def test_flood_of_frames_behind_a_presence_subscribe_is_answered_in_order(
         await sock.send(frame(PING, b"after"))
         assert await sock.recv_frame() == (PONG, True, b"after")
         await gets_events(server, sock)
+
+
+# --- floods and clients that stop reading -----------------------------------------------------
+
+PING_125 = b"p" * 125
+
+
+def server_memory(server: Any) -> tuple[int, int]:
+    """The server process's resident and peak resident memory, in bytes."""
+    fields = {}
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            fields[name] = value
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+async def stalling(server: Any) -> RawSocket:
+    """An upgraded socket whose client reads next to nothing: a 4 KiB receive buffer, and a
+    reader that stops taking bytes once it holds a few KiB."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (server.host, server.port))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=4096)
+    sock = RawSocket(reader, writer)
+    await sock.upgrade(handshake(server))
+    await sock.established()
+    return sock
+
+
+async def flood(sock: RawSocket, data: bytes, total: int) -> int:
+    """Write ``data`` again and again, ``total`` bytes at most, never reading; the bytes
+    written before the server dropped the connection."""
+    batch = data * max(1, 65536 // len(data))
+    sent = 0
+    try:
+        while sent < total:
+            sock.writer.write(batch)
+            await asyncio.wait_for(sock.writer.drain(), 10)
+            sent += len(batch)
+    except (ConnectionError, OSError):
+        return sent
+    return sent
+
+
+async def dropped(sock: RawSocket, timeout: float = 10.0) -> None:
+    """The server dropped the connection: reading reaches the end (or a reset) in time."""
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionError):
+            while await sock.reader.read(65536):
+                pass
+
+    await asyncio.wait_for(drain(), timeout)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [frame(PING, PING_125), text({"event": "pusher:ping", "data": {}})],
+    ids=["websocket-ping", "pusher-ping"],
+)
+async def test_a_ping_flood_from_a_client_that_never_reads_is_dropped_with_memory_bounded(server, unit: bytes) -> None:
+    # Every answer (pong frames and pusher:pong alike) goes through the slow-consumer bound
+    # (CLARION_MAX_BUFFER, 1 MiB here): the socket is dropped once that much is unsent, after
+    # a few MiB at most (the kernel's socket buffers hold the rest). Unbounded, 64 MiB of pings
+    # would leave about as much in the server's memory.
+    rss_before, peak_before = server_memory(server)
+    sock = await stalling(server)
+    try:
+        sent = await flood(sock, unit, 64 * 1024 * 1024)
+        assert sent < 64 * 1024 * 1024, "the flood was never dropped"
+        await dropped(sock)
+    finally:
+        await sock.close()
+    _, peak_after = server_memory(server)
+    assert peak_after - max(peak_before, rss_before) < 32 * 1024 * 1024, (peak_before, peak_after)
+    assert "slow consumer closed" in server.log_text()
+
+
+async def metric(server: Any, prefix: str) -> float:
+    """The sum of a metric's samples (every label set) whose line starts with ``prefix``."""
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def connection_count(server: Any) -> float:
+    return await metric(server, "clarion_connections{")
+
+
+async def test_pong_timeout_frees_sockets_stalled_behind_a_backlog_for_new_connections(server_factory) -> None:
+    # A client that stopped reading behind 8 MiB of answers (under the 64 MiB bound, so it is not
+    # a slow consumer) then goes quiet: the server pings, gets no pong and closes with 4201. The
+    # close frame sits behind the backlog, so only an abort can end the connection; until then
+    # the socket holds one of the three connection slots.
+    server = server_factory(
+        {
+            "CLARION_MAX_CONNECTIONS": "3",
+            "CLARION_MAX_BUFFER": str(64 * 1024 * 1024),
+            "CLARION_ACTIVITY_TIMEOUT": "1",
+            "CLARION_PONG_TIMEOUT": "1",
+        }
+    )
+    stalled = [await stalling(server) for _ in range(3)]
+    try:
+        for sock in stalled:
+            assert await flood(sock, frame(PING, PING_125), 8 * 1024 * 1024) >= 8 * 1024 * 1024
+        refused = await PusherSocket.open(server.ws_url(), handshake=False)
+        assert payload(await refused.expect("pusher:error"))["code"] == 4004
+        await refused.close()
+
+        async def admitted() -> bool:
+            async with await PusherSocket.open(server.ws_url(), handshake=False) as sock:
+                first = await sock.recv(timeout=10)
+                return bool(first["event"] == "pusher:connection_established")
+
+        await wait_for(admitted, timeout=30, interval=0.5)
+        await wait_for(lambda: "close timed out, socket aborted" in server.log_text(), timeout=10)
+        for sock in stalled:
+            await dropped(sock)
+    finally:
+        for sock in stalled:
+            await sock.close()
+
+
+async def test_pong_timeout_takes_a_stalled_socket_off_its_channels(server_factory) -> None:
+    server = server_factory(
+        {"CLARION_MAX_BUFFER": str(64 * 1024 * 1024), "CLARION_ACTIVITY_TIMEOUT": "1", "CLARION_PONG_TIMEOUT": "1"}
+    )
+    channel = fresh("stalled-")
+    sock = await stalling(server)
+    try:
+        await sock.send(text({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        await sock.expect("pusher_internal:subscription_succeeded", channel)
+        await flood(sock, frame(PING, PING_125), 8 * 1024 * 1024)
+
+        async def vacated() -> bool:
+            status, info = await api_call(
+                server.http_url, server.key, server.secret, "GET", f"/apps/{server.app_id}/channels/{channel}"
+            )
+            return status == 200 and info["occupied"] is False
+
+        await wait_for(vacated, timeout=30, interval=0.5)
+        await wait_for(lambda: "code=4201" in server.log_text(), timeout=5)
+        assert await connection_count(server) == 0
+        assert await metric(server, "clarion_close_timeouts_total") == 1
+        await dropped(sock)
+    finally:
+        await sock.close()
+
+
+async def test_terminate_connections_evicts_a_user_whose_client_stopped_reading(server_factory) -> None:
+    # The pong timeout is left at its 30 s + 30 s: only the terminate can end this socket in time.
+    server = server_factory({"CLARION_MAX_BUFFER": str(64 * 1024 * 1024)})
+    presence = fresh("presence-stalled-")
+    user_id = fresh("stalled-user-")
+    sock = await stalling(server)
+    try:
+        user_data = json.dumps({"id": user_id})
+        signin = signatures.user_auth(server.key, server.secret, sock.socket_id, user_data)
+        await sock.send(text({"event": "pusher:signin", "data": {"auth": signin, "user_data": user_data}}))
+        await sock.expect("pusher:signin_success")
+        channel_data = json.dumps({"user_id": user_id, "user_info": {}})
+        auth = signatures.channel_auth(server.key, server.secret, sock.socket_id, presence, channel_data)
+        join = {"channel": presence, "auth": auth, "channel_data": channel_data}
+        await sock.send(text({"event": "pusher:subscribe", "data": join}))
+        await sock.expect("pusher_internal:subscription_succeeded", presence)
+        await flood(sock, frame(PING, PING_125), 8 * 1024 * 1024)
+
+        async def users() -> list[str]:
+            status, answer = await api_call(
+                server.http_url, server.key, server.secret, "GET", f"/apps/{server.app_id}/channels/{presence}/users"
+            )
+            assert status == 200, answer
+            return [user["id"] for user in answer["users"]]
+
+        assert await users() == [user_id]
+        status, _ = await api_call(
+            server.http_url,
+            server.key,
+            server.secret,
+            "POST",
+            f"/apps/{server.app_id}/users/{user_id}/terminate_connections",
+            {},
+        )
+        assert status == 200
+
+        async def evicted() -> bool:
+            return await users() == []
+
+        await wait_for(evicted, timeout=20, interval=0.5)
+        await dropped(sock)
+    finally:
+        await sock.close()
+
+
+async def test_a_client_that_half_closes_behind_a_backlog_is_let_go(server_factory) -> None:
+    # The client sends its FIN but never reads: the transport's own close waits for a drain that
+    # never comes, so the socket is aborted once the close has had its time.
+    server = server_factory({"CLARION_MAX_BUFFER": str(64 * 1024 * 1024)})
+    sock = await stalling(server)
+    try:
+        await flood(sock, frame(PING, PING_125), 8 * 1024 * 1024)
+        sock.writer.write_eof()
+
+        async def gone() -> bool:
+            return await connection_count(server) == 0
+
+        await wait_for(gone, timeout=20, interval=0.5)
+        await dropped(sock)
+    finally:
+        await sock.close()

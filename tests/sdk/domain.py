@@ -64,6 +64,11 @@ def tenant_lobby(user: Any, tenant_id: int) -> dict[str, Any] | bool:
     return {"name": name_of(user), "tenant": tenant_id}
 
 
+@routes.channel("tenant.{tenant_id:int}.uploads.{upload_id}")
+def tenant_upload(user: Any, tenant_id: int, upload_id: str) -> bool:
+    return tenant_of(user) == tenant_id
+
+
 @routes.channel("tenant.{tenant_id:int}.vault")
 def tenant_vault(user: Any, tenant_id: int) -> bool:
     return tenant_of(user) == tenant_id

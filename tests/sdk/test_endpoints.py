@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 
 import pytest
 
-from compat.nodeclient import NodeClient
+from clarion.broadcasting import CategoryUpdated, MediaUploadCompleted, MediaUploadProgress
+from compat.nodeclient import NodeClient, unique
 
 from .conftest import AppUnderTest
 
@@ -177,3 +179,61 @@ async def test_a_history_token_is_issued_for_a_channel_the_user_may_join_and_ref
     assert hmac.compare_digest(signature, hmac.new(b"test-secret", message, hashlib.sha256).hexdigest())
     refused = await app.call("carol", "POST", "/broadcasting/auth", data={"channel_name": CATEGORIES, "history": "1"})
     assert refused.status_code == 403 and "history_token" not in refused.text
+
+
+async def test_a_late_subscriber_to_a_media_upload_gets_its_current_progress_from_the_cache_channel(
+    app: AppUnderTest, pusher_js
+):
+    upload = unique("up")
+    channel = f"private-cache-tenant.1.uploads.{upload}"
+    for received in (100, 400, 700):
+        await app.broadcaster.abroadcast(
+            MediaUploadProgress(
+                tenant_id=1, upload_id=upload, filename="cat.png", bytes_received=received, bytes_total=1000
+            )
+        )
+    bob: NodeClient = await pusher_js("bob")
+    await bob.subscribe(channel)
+    cached = await bob.expect(type="event", channel=channel, event="MediaUploadProgress", timeout=10)
+    assert cached["data"]["bytes_received"] == 700 and cached["data"]["percent"] == 70.0
+    await app.broadcaster.abroadcast(
+        MediaUploadCompleted(tenant_id=1, upload_id=upload, filename="cat.png", url="/media/cat.png", size=1000)
+    )
+    done = await bob.expect(type="event", channel=channel, event="MediaUploadCompleted", timeout=10)
+    assert done["data"]["url"] == "/media/cat.png"
+    assert [e["data"]["bytes_received"] for e in bob.events(channel, "MediaUploadProgress")] == [700]
+    carol: NodeClient = await pusher_js("carol")
+    await carol.command("subscribe", channel=channel)
+    refused = await carol.expect(
+        lambda o: o["type"] in ("subscription_succeeded", "subscription_error"), channel=channel, timeout=10
+    )
+    assert refused["type"] == "subscription_error"
+
+
+async def test_the_history_route_reads_clarions_history_for_a_member_and_refuses_other_tenants(app: AppUnderTest):
+    channel = CATEGORIES
+    await app.broadcaster.abroadcast(CategoryUpdated(tenant_id=1, id=unique("c"), name="before"))  # an epoch
+    first = await history_of(app, "alice", {"channel_name": channel})
+    assert first.status_code == 200, first.text
+    start = first.json()
+    ids = [unique("c") for _ in range(3)]
+    for category_id in ids:
+        await app.broadcaster.abroadcast(CategoryUpdated(tenant_id=1, id=category_id, name=f"n-{category_id}"))
+    answer = await history_of(
+        app, "bob", {"channel_name": channel, "epoch": start["epoch"], "since": str(start["serial"])}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["recovered"] is True and body["epoch"] == start["epoch"]
+    assert [json.loads(frame["data"])["id"] for frame in body["events"]] == ids
+    assert all(frame["channel"] == channel and frame["event"] == "CategoryUpdated" for frame in body["events"])
+    refused = await history_of(app, "carol", {"channel_name": channel})
+    assert refused.status_code == 403 and refused.json()["error"] == "the channel's guard refused this user"
+    guest = await history_of(app, None, {"channel_name": channel})
+    assert guest.status_code == 403
+    crafted = await history_of(app, "alice", {"channel_name": "private-tenant.1*"})
+    assert crafted.status_code == 403
+
+
+async def history_of(app: AppUnderTest, name: str | None, query: dict[str, str]):  # type: ignore[no-untyped-def]
+    return await app.call(name, "GET", "/broadcasting/history", params=query)

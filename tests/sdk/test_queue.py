@@ -219,3 +219,31 @@ async def test_the_synchronous_mode_delivers_in_the_caller_and_raises_once_its_t
     with pytest.raises(BroadcastUnavailable):
         down.on(Channel(channel)).as_("queued").with_({}).send()
     assert time.monotonic() - started < 30
+
+
+def test_a_dead_batch_replayed_whole_goes_out_alone_with_its_idempotency_key(prefix: str):
+    from clarion.broadcasting import RetryPolicy
+    from clarion.broadcasting.messages import idempotency_key
+    from scripted_driver import ScriptedDriver
+
+    driver = ScriptedDriver()
+    driver.down.add("replayed")
+    queue = RedisQueue(SHARED_REDIS_URL, prefix=prefix, driver=driver, policy=RetryPolicy(max_tries=1))
+    try:
+        batch = [event("replayed", n) for n in range(3)]
+        queue.enqueue(batch)
+        queue._drain("replayed")  # as the worker's drain does
+        assert [letter.message_id for letter in queue.dead_letters()] == [m.id for m in batch]
+        driver.down.clear()
+        fresh_event = event("replayed", 9)
+        queue.enqueue([fresh_event])
+        assert queue.replay() == 3
+        driver.calls.clear()
+        queue._drain("replayed")
+        assert driver.calls == [
+            ([fresh_event.id], idempotency_key([fresh_event]), True),
+            ([m.id for m in batch], idempotency_key(batch), True),
+        ]
+        assert queue.dead_letters() == []
+    finally:
+        queue.close()

@@ -13,8 +13,11 @@ import contextlib
 import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,3 +280,100 @@ def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
             assert pair.pending() == b""
 
     run(loop_name, test)
+
+
+# --- a dict that changes while the native loop walks it ----------------------------------------
+
+
+class Meddler:
+    """A connection whose ``out_fd`` (Python run by the native loop mid-walk) changes the dict."""
+
+    def __init__(self, sockets: dict[str, Any], meddle: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.sockets = sockets
+        self.meddle = meddle
+
+    @property
+    def out_fd(self) -> int:
+        if self.meddle is not None:
+            meddle, self.meddle = self.meddle, None
+            meddle(self.sockets)
+        return -1  # "leave it to the transport": no descriptor is touched
+
+
+def meddling_dict(meddle: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    sockets: dict[str, Any] = {}
+    for number in range(8):
+        sockets[f"s{number}"] = Meddler(sockets)
+    sockets["s3"].meddle = meddle
+    return sockets
+
+
+def grow(sockets: dict[str, Any]) -> None:
+    for number in range(100):  # enough to make the dict resize
+        sockets[f"new{number}"] = Meddler(sockets)
+
+
+def shrink(sockets: dict[str, Any]) -> None:
+    for name in [name for name in sockets if name != "s3"]:
+        del sockets[name]
+
+
+def remove_itself(sockets: dict[str, Any]) -> None:
+    del sockets["s3"]  # the dict held the only reference: the loop must hold its own
+
+
+@pytest.mark.parametrize("meddle", [grow, shrink, remove_itself])
+def test_the_native_fanout_raises_if_out_fd_changes_the_dicts_size(meddle: Callable[[dict[str, Any]], None]) -> None:
+    native = fanout.fanout_native
+    assert native is not None
+    sockets = meddling_dict(meddle)
+    with pytest.raises(RuntimeError, match="changed size"):
+        native(sockets, b"frame", None)
+
+
+def test_the_native_fanout_walks_a_dict_left_alone_to_the_end() -> None:
+    native = fanout.fanout_native
+    assert native is not None
+    sockets = meddling_dict(lambda sockets: None)
+    excluded = sockets["s5"]
+    sent, rest = native(sockets, b"frame", excluded)
+    assert sent == 0
+    assert [conn for conn, _ in rest] == [conn for conn in sockets.values() if conn is not excluded]
+    assert {done for _, done in rest} == {-2}
+
+
+# --- the build switch ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build(tmp_path: Path, require: str | None) -> subprocess.CompletedProcess[str]:
+    """Build the extension with a C compiler that does not exist."""
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
+    env.pop("CLARION_REQUIRE_NATIVE", None)
+    if require is not None:
+        env["CLARION_REQUIRE_NATIVE"] = require
+    command = [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib")]
+    command += ["--build-temp", str(tmp_path / "temp")]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("require", [None, "0"])
+def test_without_a_compiler_the_build_still_succeeds_unless_native_is_required(
+    tmp_path: Path, require: str | None
+) -> None:
+    result = build(tmp_path, require)
+    assert result.returncode == 0, result.stderr
+    assert not list((tmp_path / "lib").glob("clarion/_fanout*"))
+
+
+def test_without_a_compiler_a_required_native_build_fails(tmp_path: Path) -> None:
+    result = build(tmp_path, "1")
+    assert result.returncode != 0
+    assert "no-such-cc" in result.stdout + result.stderr
+
+
+def test_a_bad_require_native_value_stops_the_build(tmp_path: Path) -> None:
+    result = build(tmp_path, "yes")
+    assert result.returncode != 0
+    assert "CLARION_REQUIRE_NATIVE must be 0 or 1" in result.stderr

@@ -1,9 +1,11 @@
-"""The RFC 6455 codec (frames.py) and the upgrade-request parser (front_door.py), byte by byte."""
+"""The RFC 6455 codec and state machine (frames.py) and the upgrade-request parser (front_door.py),
+byte by byte, without sockets."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 import struct
 
@@ -12,7 +14,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clarion.server import frames
-from clarion.server.frames import FrameError, close_frame, control_frame, parse, text_frame, unmask
+from clarion.server.frames import (
+    CLOSED,
+    CLOSING,
+    Binary,
+    Closed,
+    Event,
+    Failed,
+    FrameError,
+    Ping,
+    Pong,
+    WebSocket,
+    close_frame,
+    control_frame,
+    parse,
+    text_frame,
+    unmask,
+)
 from clarion.server.front_door import Upgrade, accept_key
 from wsframes import client_frame
 
@@ -38,15 +56,16 @@ def server_frame(data: bytes) -> tuple[int, bool, bytes, int]:
 
 
 def parse_all(data: bytes, max_payload: int = LIMIT) -> list[tuple[int, bool, bytes]]:
-    parsed, used = parse(bytearray(data), max_payload)
+    parsed, used, error = parse(bytearray(data), max_payload)
+    assert error is None
     assert used == len(data)
     return parsed
 
 
 def refusal(data: bytes, max_payload: int = LIMIT) -> FrameError:
-    with pytest.raises(FrameError) as caught:
-        parse(bytearray(data), max_payload)
-    return caught.value
+    _, _, error = parse(bytearray(data), max_payload)
+    assert error is not None
+    return error
 
 
 # --- round trips ------------------------------------------------------------------------------
@@ -127,7 +146,8 @@ def test_a_stream_cut_into_arbitrary_chunks_parses_to_the_same_frames(
     for point in points:
         buffer += stream[previous:point]
         previous = point
-        parsed, used = parse(buffer, LIMIT)
+        parsed, used, error = parse(buffer, LIMIT)
+        assert error is None
         got += parsed
         consumed += used
         del buffer[:used]
@@ -142,8 +162,9 @@ def test_a_stream_cut_into_arbitrary_chunks_parses_to_the_same_frames(
 def split_everywhere(wanted: list[tuple[int, bool, bytes]], cuts: range | list[int]) -> None:
     stream = b"".join(client_frame(opcode, payload, fin=fin) for opcode, fin, payload in wanted)
     for cut in cuts:
-        first, used = parse(bytearray(stream[:cut]), LIMIT)
-        rest, used_rest = parse(bytearray(stream[used:]), LIMIT)
+        first, used, error = parse(bytearray(stream[:cut]), LIMIT)
+        rest, used_rest, error_rest = parse(bytearray(stream[used:]), LIMIT)
+        assert error is error_rest is None
         assert first + rest == wanted, cut
         assert used + used_rest == len(stream), cut
 
@@ -172,7 +193,7 @@ def test_a_header_cut_short_in_any_length_form_waits_for_more() -> None:
         data = client_frame(frames.TEXT, b"a" * size)
         head = {5: 6, 300: 8, 70_000: 14}[size]
         for cut in range(head + size):
-            assert parse(bytearray(data[:cut]), LIMIT) == ([], 0), (size, cut)
+            assert parse(bytearray(data[:cut]), LIMIT) == ([], 0, None), (size, cut)
 
 
 # --- unmask -----------------------------------------------------------------------------------
@@ -247,9 +268,13 @@ def test_limit_is_checked_per_frame_not_per_buffer() -> None:
     assert parse_all(stream, max_payload=100) == [(frames.TEXT, True, b"a" * 80), (frames.TEXT, True, b"b" * 80)]
 
 
-def test_frames_before_a_bad_one_do_not_hide_the_error() -> None:
-    stream = client_frame(frames.TEXT, b"fine") + client_frame(frames.TEXT, b"bad", masked=False)
-    assert refusal(stream).code == 1002
+def test_frames_before_a_bad_one_are_returned_with_the_error() -> None:
+    good = client_frame(frames.TEXT, b"fine") + client_frame(frames.PING, b"p")
+    parsed, used, error = parse(good + client_frame(frames.TEXT, b"bad", masked=False), LIMIT)
+    assert parsed == [(frames.TEXT, True, b"fine"), (frames.PING, True, b"p")]
+    assert used == len(good)
+    assert error is not None
+    assert error.code == 1002
 
 
 def test_frame_error_carries_code_and_reason() -> None:
@@ -498,3 +523,328 @@ def test_broken_upgrade_gets_an_error_message(raw: bytes, needle: str) -> None:
     answer = Upgrade.read(raw)
     assert isinstance(answer, str)
     assert needle in answer
+
+
+def with_header(name: str, value: str) -> bytes:
+    """The valid head with one more header line (so a name may appear twice)."""
+    return head() + f"\r\n{name}: {value}".encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Sec-WebSocket-Key", SAMPLE_KEY),  # even the same value twice
+        ("Sec-WebSocket-Key", base64.b64encode(b"k" * 16).decode()),
+        ("sec-websocket-key", base64.b64encode(b"k" * 16).decode()),  # names are case-insensitive
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Version", "8"),
+        ("Host", "other.example"),
+        ("Origin", "https://a.example"),
+    ],
+)
+def test_a_single_value_handshake_header_sent_twice_is_refused(name: str, value: str) -> None:
+    raw = with_header(name, value)
+    if name == "Origin":
+        raw = head(Origin="https://b.example") + f"\r\n{name}: {value}".encode()
+    answer = Upgrade.read(raw)
+    assert isinstance(answer, str)
+    assert "must be sent once" in answer
+    assert name.lower() in answer.lower()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Connection: Upgrade",  # "keep-alive" then "Upgrade" on two lines: one list
+        "Upgrade: websocket",
+    ],
+)
+def test_list_headers_sent_twice_form_one_list(extra: str) -> None:
+    first = {"Connection": "keep-alive"} if extra.startswith("Connection") else {"Upgrade": "h2c"}
+    upgrade = Upgrade.read(head(**first) + f"\r\n{extra}".encode())
+    assert isinstance(upgrade, Upgrade)
+
+
+# --- the state machine (WebSocket): bytes in, events out --------------------------------------
+
+MAX = 1000  # the machine's message limit in these tests
+
+
+def machine() -> WebSocket:
+    return WebSocket(MAX)
+
+
+def feed(ws: WebSocket, *chunks: bytes) -> list[Event]:
+    events: list[Event] = []
+    for chunk in chunks:
+        events += ws.receive(chunk)
+    return events
+
+
+def close_code(frame: bytes | None) -> int:
+    assert frame is not None
+    opcode, _, payload, _ = server_frame(frame)
+    assert opcode == frames.CLOSE
+    (code,) = struct.unpack("!H", payload[:2])
+    return code
+
+
+def failed(events: list[Event], code: int) -> Failed:
+    """The last event is the failure with ``code``, and carries our close frame with it."""
+    event = events[-1]
+    assert isinstance(event, Failed), events
+    assert event.code == code
+    assert close_code(event.reply) == code
+    return event
+
+
+def test_a_whole_text_frame_is_its_text() -> None:
+    assert feed(machine(), client_frame(frames.TEXT, "héllo".encode())) == ["héllo"]
+
+
+def test_a_whole_binary_frame_is_a_binary_event() -> None:
+    assert feed(machine(), client_frame(frames.BINARY, b"\x00\xff")) == [Binary(b"\x00\xff")]
+
+
+def test_ping_and_pong_are_events_and_the_ping_carries_its_pong() -> None:
+    events = feed(machine(), client_frame(frames.PING, b"abc") + client_frame(frames.PONG, b"x"))
+    assert events == [Ping(b"abc"), Pong(b"x")]
+    ping = events[0]
+    assert isinstance(ping, Ping)
+    assert server_frame(ping.pong) == (frames.PONG, True, b"abc", 2)
+
+
+def test_fragments_are_joined_with_control_frames_answered_between_them() -> None:
+    ws = machine()
+    assert feed(ws, client_frame(frames.TEXT, b"he", fin=False)) == []
+    assert feed(ws, client_frame(frames.PING, b"p")) == [Ping(b"p")]
+    assert feed(ws, client_frame(frames.CONTINUATION, b"", fin=False)) == []
+    assert feed(ws, client_frame(frames.CONTINUATION, b"llo")) == ["hello"]
+    # And the next message starts afresh.
+    assert feed(ws, client_frame(frames.TEXT, b"again")) == ["again"]
+
+
+def test_a_fragmented_binary_message_is_joined() -> None:
+    ws = machine()
+    data = client_frame(frames.BINARY, b"\x01", fin=False) + client_frame(frames.CONTINUATION, b"\x02")
+    assert feed(ws, data) == [Binary(b"\x01\x02")]
+
+
+def test_a_character_split_across_fragments_is_valid_utf8() -> None:
+    euro = "€".encode()
+    data = client_frame(frames.TEXT, b"a" + euro[:1], fin=False)
+    data += client_frame(frames.CONTINUATION, euro[1:2], fin=False) + client_frame(frames.CONTINUATION, euro[2:])
+    assert feed(machine(), data) == ["a€"]
+
+
+def test_invalid_utf8_fails_at_the_fragment_that_holds_it() -> None:
+    ws = machine()
+    # The message is not over, but no continuation could make it valid: fail now (1007).
+    failed(feed(ws, client_frame(frames.TEXT, b"ok\xff", fin=False)), 1007)
+
+
+def test_a_message_ending_inside_a_character_is_invalid_utf8() -> None:
+    data = client_frame(frames.TEXT, b"a\xe2\x82", fin=False) + client_frame(frames.CONTINUATION, b"")
+    failed(feed(machine(), data), 1007)
+
+
+def test_invalid_utf8_in_a_whole_text_frame_is_1007() -> None:
+    failed(feed(machine(), client_frame(frames.TEXT, b"\xed\xa0\x80")), 1007)
+
+
+def test_a_fragmented_message_is_held_to_the_limit_by_its_running_size() -> None:
+    ws = machine()
+    assert feed(ws, client_frame(frames.TEXT, b"a" * 600, fin=False)) == []
+    assert feed(ws, client_frame(frames.CONTINUATION, b"b" * 400, fin=False)) == []  # exactly MAX
+    failed(feed(ws, client_frame(frames.CONTINUATION, b"c", fin=False)), 1009)
+
+
+def test_a_fragmented_message_of_exactly_the_limit_is_delivered() -> None:
+    data = client_frame(frames.TEXT, b"a" * 600, fin=False) + client_frame(frames.CONTINUATION, b"b" * 400)
+    assert feed(machine(), data) == ["a" * 600 + "b" * 400]
+
+
+def test_a_continuation_without_a_message_is_1002() -> None:
+    failed(feed(machine(), client_frame(frames.CONTINUATION, b"x")), 1002)
+
+
+@pytest.mark.parametrize("opcode", [frames.TEXT, frames.BINARY])
+def test_a_new_message_inside_a_fragmented_one_is_1002(opcode: int) -> None:
+    data = client_frame(frames.TEXT, b"a", fin=False) + client_frame(opcode, b"b")
+    failed(feed(machine(), data), 1002)
+
+
+def test_a_close_inside_a_fragmented_message_is_1002_and_the_message_is_never_delivered() -> None:
+    ws = machine()
+    data = client_frame(frames.TEXT, b"half", fin=False) + client_frame(frames.CLOSE, struct.pack("!H", 1000))
+    events = feed(ws, data + client_frame(frames.CONTINUATION, b" done"))
+    assert len(events) == 1
+    failed(events, 1002)
+    assert feed(ws, client_frame(frames.CONTINUATION, b"more")) == []
+
+
+def test_good_frames_before_a_bad_one_in_the_same_read_are_delivered_then_it_fails() -> None:
+    data = (
+        client_frame(frames.PING, b"first")
+        + client_frame(frames.TEXT, b"hello")
+        + client_frame(frames.TEXT, b"bad", masked=False)
+        + client_frame(frames.PING, b"never")
+    )
+    events = feed(machine(), data)
+    assert events[:2] == [Ping(b"first"), "hello"]
+    assert len(events) == 3
+    failed(events, 1002)
+
+
+def test_good_frames_before_a_bad_utf8_message_are_delivered() -> None:
+    data = client_frame(frames.PING, b"p") + client_frame(frames.TEXT, b"\xff") + client_frame(frames.PING, b"q")
+    events = feed(machine(), data)
+    assert events[0] == Ping(b"p")
+    assert len(events) == 2
+    failed(events, 1007)
+
+
+def test_nothing_is_read_after_a_failure() -> None:
+    ws = machine()
+    failed(feed(ws, client_frame(0x3, b"?")), 1002)
+    assert ws.state == CLOSED
+    assert feed(ws, client_frame(frames.PING, b"p"), client_frame(frames.TEXT, b"t")) == []
+
+
+def test_a_partial_frame_waits_for_its_rest() -> None:
+    ws = machine()
+    data = client_frame(frames.TEXT, b"x" * 300)
+    assert feed(ws, data[:3]) == []
+    assert feed(ws, data[3:200]) == []
+    assert feed(ws, data[200:] + client_frame(frames.PING, b"")) == ["x" * 300, Ping(b"")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    wanted=st.lists(
+        st.one_of(
+            st.text(max_size=80).map(lambda text: ("text", text)),
+            st.binary(max_size=125).map(lambda data: ("ping", data)),
+            st.lists(st.text(max_size=30), min_size=2, max_size=4).map(lambda parts: ("fragments", parts)),
+        ),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10),
+)
+def test_events_are_the_same_however_the_bytes_are_cut(wanted: list[tuple[str, object]], cuts: list[int]) -> None:
+    stream = b""
+    expected: list[Event] = []
+    for kind, value in wanted:
+        if kind == "text":
+            assert isinstance(value, str)
+            stream += client_frame(frames.TEXT, value.encode())
+            expected.append(value)
+        elif kind == "ping":
+            assert isinstance(value, bytes)
+            stream += client_frame(frames.PING, value)
+            expected.append(Ping(value))
+        else:
+            assert isinstance(value, list)
+            encoded = [part.encode() for part in value]
+            stream += client_frame(frames.TEXT, encoded[0], fin=False)
+            for index, part in enumerate(encoded[1:], 1):
+                stream += client_frame(frames.CONTINUATION, part, fin=index == len(encoded) - 1)
+            expected.append("".join(value))
+    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
+    chunks = [stream[start:end] for start, end in itertools.pairwise(points)]
+    assert feed(machine(), *chunks) == expected
+    # And byte by byte.
+    assert feed(machine(), *(stream[index : index + 1] for index in range(len(stream)))) == expected
+
+
+# --- closing ----------------------------------------------------------------------------------
+
+
+def all_codes_a_peer_may_send() -> set[int]:
+    """RFC 6455 7.4.1 and IANA's registry: 1004-1006 and 1015 are reserved, 1016-2999 are not
+    assigned to peers; 3000-4999 are for libraries and applications."""
+    return {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, *range(3000, 5000)}
+
+
+def test_valid_close_codes_are_exactly_the_registry() -> None:
+    allowed = all_codes_a_peer_may_send()
+    assert {code for code in range(65536) if frames.valid_close_code(code)} == allowed
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 1012, 1013, 1014, 3000, 4999])
+def test_a_peer_close_with_a_valid_code_is_echoed(code: int) -> None:
+    ws = machine()
+    events = feed(ws, client_frame(frames.CLOSE, struct.pack("!H", code) + "bye é".encode()))
+    assert len(events) == 1
+    closed = events[0]
+    assert isinstance(closed, Closed)
+    assert (closed.code, closed.reason) == (code, "bye é")
+    assert close_code(closed.reply) == code
+    assert ws.state == CLOSED
+
+
+def test_a_peer_close_without_a_code_is_answered_with_1000() -> None:
+    (closed,) = feed(machine(), client_frame(frames.CLOSE))
+    assert isinstance(closed, Closed)
+    assert closed.code == 1005
+    assert close_code(closed.reply) == 1000
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535])
+def test_a_peer_close_with_a_code_it_may_not_send_is_1002(code: int) -> None:
+    failed(feed(machine(), client_frame(frames.CLOSE, struct.pack("!H", code))), 1002)
+
+
+def test_a_one_byte_close_payload_is_1002() -> None:
+    failed(feed(machine(), client_frame(frames.CLOSE, b"\x03")), 1002)
+
+
+def test_a_close_reason_that_is_not_utf8_is_1007() -> None:
+    failed(feed(machine(), client_frame(frames.CLOSE, struct.pack("!H", 1000) + b"\xff")), 1007)
+
+
+def test_frames_after_the_peer_close_are_ignored() -> None:
+    ws = machine()
+    events = feed(ws, client_frame(frames.CLOSE, struct.pack("!H", 1000)) + client_frame(frames.TEXT, b"late"))
+    assert len(events) == 1
+    assert isinstance(events[0], Closed)
+    assert feed(ws, client_frame(frames.PING, b"")) == []
+
+
+def test_our_close_is_sent_once_and_then_only_their_close_matters() -> None:
+    ws = machine()
+    assert close_code(ws.close(4009, "bye")) == 4009
+    assert ws.state == CLOSING
+    assert ws.close(4009, "again") is None
+    # While we wait for their close, their data and pings are not acted on.
+    assert feed(ws, client_frame(frames.TEXT, b"t"), client_frame(frames.PING, b"p")) == []
+    (closed,) = feed(ws, client_frame(frames.CLOSE, struct.pack("!H", 4009)))
+    assert isinstance(closed, Closed)
+    assert closed.reply is None  # the handshake is complete: nothing to answer
+    assert ws.state == CLOSED
+
+
+def test_a_protocol_error_after_our_close_fails_without_a_second_close_frame() -> None:
+    ws = machine()
+    ws.close(4201, "Pong reply not received")
+    (event,) = feed(ws, client_frame(frames.TEXT, b"x", masked=False))
+    assert isinstance(event, Failed)
+    assert event.reply is None
+
+
+def test_our_close_drops_an_unfinished_message() -> None:
+    ws = machine()
+    assert feed(ws, client_frame(frames.TEXT, b"half", fin=False)) == []
+    ws.close(1000)
+    (closed,) = feed(ws, client_frame(frames.CONTINUATION, b"rest"), client_frame(frames.CLOSE, b"\x03\xe8"))
+    assert isinstance(closed, Closed)
+
+
+def test_an_idle_machine_holds_no_buffers() -> None:
+    ws = machine()
+    feed(ws, client_frame(frames.TEXT, b"a", fin=False))
+    feed(ws, client_frame(frames.CONTINUATION, b"b") + client_frame(frames.PING, b"p")[:3])
+    feed(ws, client_frame(frames.PING, b"p")[3:])
+    # Fragment state and the partial-frame buffer exist only while they hold something.
+    assert (ws._buffer, ws._message) == (None, None)
+    assert not hasattr(ws, "__dict__")

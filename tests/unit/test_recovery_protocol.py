@@ -680,7 +680,7 @@ def test_positions_and_replay_marks_keep_any_channel_event_valid_json(
 
 def history_of(environ: dict[str, str], config: Path | None = None) -> tuple[HistoryRule, ...]:
     settings = load_settings(str(config) if config else None, environ)
-    return settings.apps[0].to_app().history
+    return settings.apps[0].history
 
 
 def refused_setting(environ: dict[str, str], config: Path | None = None) -> str:
@@ -727,7 +727,7 @@ def test_clarion_history_applies_to_every_app_over_the_toml(tmp_path: Path) -> N
     path = tmp_path / "apps.toml"
     path.write_text(TOML_APPS)
     settings = load_settings(str(path), {"CLARION_HISTORY": "presence-:7"})
-    assert [app.to_app().history for app in settings.apps] == [(HistoryRule("presence-", 7, 300.0),)] * 2
+    assert [app.history for app in settings.apps] == [(HistoryRule("presence-", 7, 300.0),)] * 2
 
 
 @pytest.mark.parametrize(
@@ -791,7 +791,7 @@ ttl = 0.5
         HistoryRule("public-news.", 50, 300.0),
         HistoryRule("#server-to-user-", 10, 0.5),
     )
-    app = load_settings(str(path), {}).apps[0].to_app()
+    app = load_settings(str(path), {}).apps[0]
     assert app.history_for("presence-x") is None  # the defaults are gone
     assert app.history_for("public-news.today") == HistoryRule("public-news.", 50, 300.0)
 
@@ -809,7 +809,7 @@ def test_toml_history_is_per_app(tmp_path: Path) -> None:
         + '[[apps.history]]\nprefix = "private-"\nsize = 3\n'
         + TOML_APP.replace('"1"', '"2"').replace('"k"', '"k2"')
     )
-    first, second = (app.to_app() for app in load_settings(str(path), {}).apps)
+    first, second = load_settings(str(path), {}).apps
     assert first.history == (HistoryRule("private-", 3, 300.0),)
     assert second.history == DEFAULT_HISTORY
 

@@ -794,3 +794,96 @@ def test_receive_never_raises_for_sequences_of_frames_and_keeps_its_invariants(
                 assert mode is not ClientEvents.NONE
         assert session.last_seen == now
         assert session.ping_sent_at is None
+
+
+# --- presence resubscribes: rate-limited per connection -------------------------------------------
+
+
+def presence_subscribe(session: Session, channel: str, now: float) -> list[Any]:
+    data = presence_data("ann")
+    return session.receive(subscribe_frame(channel, channel_data=data, signed=True), now)
+
+
+def unsubscribe(session: Session, channel: str, now: float) -> list[Any]:
+    return session.receive(frame("pusher:unsubscribe", {"channel": channel}), now)
+
+
+def resubscribe_refused(actions: list[Any], channel: str) -> None:
+    refusal = assert_refused(actions, channel, "LimitReached", 429)
+    assert "presence subscribes" in refusal["data"]["error"]
+    assert only(actions).rate_limited == "presence_resubscribe"
+
+
+def test_repeated_presence_subscribes_get_the_burst_then_are_refused_429() -> None:
+    session = make(presence_resubscribe_burst=3, presence_resubscribe_rate=1.0)
+    assert isinstance(only(presence_subscribe(session, "presence-room", T0)), Join)  # the first is free
+    for _ in range(3):
+        assert isinstance(only(presence_subscribe(session, "presence-room", T0)), Join)
+    resubscribe_refused(presence_subscribe(session, "presence-room", T0), "presence-room")
+    assert "presence-room" in session.channels  # still subscribed: only the repeat was refused
+
+
+def test_the_resubscribe_burst_refills_at_the_rate() -> None:
+    session = make(presence_resubscribe_burst=2, presence_resubscribe_rate=0.5)
+    presence_subscribe(session, "presence-room", T0)
+    for _ in range(2):
+        presence_subscribe(session, "presence-room", T0)
+    resubscribe_refused(presence_subscribe(session, "presence-room", T0 + 1.9), "presence-room")
+    assert isinstance(only(presence_subscribe(session, "presence-room", T0 + 2.0)), Join)  # 0.5/s: one in 2 s
+    resubscribe_refused(presence_subscribe(session, "presence-room", T0 + 2.0), "presence-room")
+    # Never more than the burst, however long the socket was quiet.
+    for _ in range(2):
+        assert isinstance(only(presence_subscribe(session, "presence-room", T0 + 1000)), Join)
+    resubscribe_refused(presence_subscribe(session, "presence-room", T0 + 1000), "presence-room")
+
+
+def test_leaving_and_joining_again_counts_as_a_resubscribe() -> None:
+    session = make(presence_resubscribe_burst=2, presence_resubscribe_rate=0.01)
+    presence_subscribe(session, "presence-room", T0)
+    for _ in range(2):
+        assert isinstance(only(unsubscribe(session, "presence-room", T0)), Leave)
+        assert isinstance(only(presence_subscribe(session, "presence-room", T0)), Join)
+    unsubscribe(session, "presence-room", T0)
+    resubscribe_refused(presence_subscribe(session, "presence-room", T0), "presence-room")
+    assert "presence-room" not in session.channels
+
+
+def test_first_subscribes_to_many_presence_channels_and_repeated_public_ones_are_not_limited() -> None:
+    session = make(presence_resubscribe_burst=1, presence_resubscribe_rate=0.01)
+    for n in range(20):
+        assert isinstance(only(presence_subscribe(session, f"presence-{n}", T0)), Join)
+    for _ in range(20):
+        assert isinstance(only(session.receive(subscribe_frame("news"), T0)), Join)
+
+
+def test_a_forged_resubscribe_is_an_auth_error_and_costs_no_token() -> None:
+    # A forged repeat is an AuthError, as always, and costs no token.
+    session = make(presence_resubscribe_burst=1, presence_resubscribe_rate=0.01)
+    presence_subscribe(session, "presence-room", T0)
+    forged = subscribe_frame("presence-room", auth=f"{KEY}:{'0' * 64}", channel_data=presence_data("ann"))
+    assert_refused(session.receive(forged, T0), "presence-room", "AuthError", 401)
+    assert isinstance(only(presence_subscribe(session, "presence-room", T0)), Join)
+
+
+# --- what the server tells the session ------------------------------------------------------------
+
+
+def test_a_subscription_refused_by_the_server_is_forgotten_and_may_be_asked_again() -> None:
+    session = make()
+    data = presence_data("ann")
+    assert isinstance(only(session.receive(subscribe_frame("presence-full", channel_data=data, signed=True), T0)), Join)
+    session.refused("presence-full")
+    assert "presence-full" not in session.channels
+    # Not on it: an unsubscribe is nothing, and a subscribe is a first one again.
+    assert session.receive(frame("pusher:unsubscribe", {"channel": "presence-full"}), T0) == []
+    again = only(session.receive(subscribe_frame("presence-full", channel_data=data, signed=True), T0))
+    assert isinstance(again, Join) and again.member == Member("ann", None)
+
+
+def test_a_socket_gone_gives_back_its_channels_once() -> None:
+    session = make()
+    session.receive(subscribe_frame("news"), T0)
+    session.receive(subscribe_frame("presence-room", channel_data=presence_data("ann"), signed=True), T0)
+    assert session.gone() == [("news", None), ("presence-room", Member("ann", None))]
+    assert session.gone() == []
+    assert session.channels == {}

@@ -81,3 +81,13 @@ def test_other_events_pass_straight_through() -> None:
     debouncer = hooks.Debouncer(delay=3)
     event = hooks.cache_miss("cache-a")
     assert debouncer.offer(event, 0) == [event]
+
+
+def test_type_counts_name_each_event_type_and_its_count_never_a_payload() -> None:
+    events = [
+        hooks.client_event("private-a", "client-secret", '{"card":"4111"}', "1.2", None),
+        hooks.channel_occupied("news"),
+        hooks.client_event("private-a", "client-x", "d", "1.2", None),
+    ]
+    assert hooks.type_counts(events) == "channel_occupied:1,client_event:2"
+    assert hooks.type_counts([]) == ""

@@ -22,6 +22,7 @@ from .errors import (
     DeliveryError,
 )
 from .events import AnonymousEvent, BroadcastEvent, PendingBroadcast
+from .inprocess import HeldLetter, InProcessQueue, QueueFull
 from .listeners import listen
 from .messages import Message
 from .models import ModelBroadcast
@@ -52,6 +53,8 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "EncryptedPrivateChannel",
+    "HeldLetter",
+    "InProcessQueue",
     "LogDriver",
     "MediaUploadCompleted",
     "MediaUploadProgress",
@@ -63,6 +66,7 @@ __all__ = [
     "PrivateChannel",
     "PusherDriver",
     "PusherSettings",
+    "QueueFull",
     "RetryPolicy",
     "SyncQueue",
     "UserChannel",

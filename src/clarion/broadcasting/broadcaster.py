@@ -16,6 +16,7 @@ from .delivery import BroadcastQueue, SyncQueue
 from .drivers import Driver, PusherDriver, driver_from_url
 from .errors import BroadcastError, ConfigError
 from .events import BroadcastEvent, PendingBroadcast
+from .inprocess import InProcessQueue
 from .messages import Message
 
 log = logging.getLogger("clarion.broadcasting")
@@ -28,8 +29,10 @@ Deferrer = Callable[[Callable[[], None]], bool]
 class Broadcaster:
     """``Broadcaster("pusher://KEY:SECRET@127.0.0.1:6001/APP_ID", master_key_base64=...)``.
 
-    ``queue``: where ``queued`` events go (a :class:`~clarion.broadcasting.queue.RedisQueue`);
-    without one they are delivered at once by the synchronous queue.
+    ``queue``: where ``queued`` events go: an :class:`~clarion.broadcasting.InProcessQueue`
+    (tasks of this process; given this broadcaster's driver when it has none) or a
+    :class:`~clarion.broadcasting.integrations.queue.RedisQueue` (a worker sends them); without
+    one they are delivered at once by the synchronous queue.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Broadcaster:
         app_secret: str | None = None,
     ) -> None:
         self.driver: Driver = driver_from_url(driver) if isinstance(driver, str) else driver
+        if isinstance(queue, InProcessQueue) and queue.driver is None:
+            queue.driver = self.driver
         self.queue: BroadcastQueue = queue or SyncQueue(self.driver)
         self.master_key = encryption.parse_master_key(master_key_base64) if master_key_base64 else None
         pusher = self.driver if isinstance(self.driver, PusherDriver) else None
@@ -167,7 +172,12 @@ class Broadcaster:
     def close(self) -> None:
         self.driver.close()
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Wait for after-commit deliveries, give an in-process queue ``timeout`` seconds to send
+        what it holds, then close the driver's connections."""
+        await self.drain()
+        if isinstance(self.queue, InProcessQueue):
+            await self.queue.aclose(timeout)
         await self.driver.aclose()
 
 

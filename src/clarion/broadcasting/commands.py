@@ -76,11 +76,12 @@ def _queue(args: argparse.Namespace, driver: str | None = None, **options: Any) 
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client import start_http_server
 
+    from . import observe
     from .delivery import RetryPolicy
     from .errors import ConfigError
-    from .integrations.queue import BroadcastWorker, DeadLetterCollector
+    from .integrations.queue import BroadcastWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.driver:
@@ -93,7 +94,7 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"clarion: {exc}", file=sys.stderr)
         return 2
     if args.metrics_port is not None:
-        REGISTRY.register(DeadLetterCollector(queue))
+        observe.DEAD_LETTERS.set_function(queue.dead_letter_count)
         start_http_server(args.metrics_port, addr="127.0.0.1")
     worker = BroadcastWorker(queue, threads=args.threads, sweep_interval=args.sweep_interval)
     stop = threading.Event()

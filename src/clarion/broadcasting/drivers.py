@@ -8,8 +8,10 @@ per-phase timeouts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,7 +97,11 @@ class PusherDriver:
     def __init__(self, settings: PusherSettings) -> None:
         self.settings = settings
         self._sync: httpx.Client | None = None
-        self._async: httpx.AsyncClient | None = None
+        # An httpx.AsyncClient belongs to the event loop it first ran on: one per loop, so a
+        # broadcaster shared by the app's loop and another (a test's, a script's) works in both.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- the two faces' clients, made on first use and reused ------------------------------------
 
@@ -105,9 +111,12 @@ class PusherDriver:
         return self._sync
 
     def _aclient(self) -> httpx.AsyncClient:
-        if self._async is None:
-            self._async = httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout)
-        return self._async
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout)
+            self._async[loop] = client
+        return client
 
     def close(self) -> None:
         if self._sync is not None:
@@ -115,9 +124,9 @@ class PusherDriver:
             self._sync = None
 
     async def aclose(self) -> None:
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
         self.close()
 
     # -- signing ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ by default, as Laravel does without ``broadcastAs``).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -42,8 +43,10 @@ class BroadcastEvent(BaseModel):
 
     _except_socket: str | None = PrivateAttr(default=None)
 
+    @abstractmethod
     def broadcast_on(self) -> Sequence[Channel]:
-        raise NotImplementedError(f"{type(self).__name__} must say where it goes: define broadcast_on()")
+        """Where the event goes (Laravel's ``broadcastOn``). Every event class defines it: a class
+        without it cannot be instantiated (pydantic's model metaclass is an ``ABCMeta``)."""
 
     def broadcast_as(self) -> str:
         return self.event_name or type(self).__name__

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from .messages import Message
@@ -41,6 +41,9 @@ FAILED = Counter(
 )
 RETRIED = Counter("clarion_broadcasts_retried", "Queued batches scheduled for another try")
 DEAD_LETTERED = Counter("clarion_broadcasts_dead_lettered", "Queued events moved to the dead-letter store")
+# Dead letters waiting for a replay: read at each scrape from where the queue keeps them (Redis in
+# the worker, memory in an app with the in-process queue), through set_function.
+DEAD_LETTERS = Gauge("clarion_broadcasts_dead_letters", "Broadcasts in the dead-letter store")
 QUEUED = Counter("clarion_broadcasts_queued", "Events put on the broadcast queue")
 AUTHORIZATIONS = Counter(
     "clarion_broadcast_authorizations", "Channel and user authorizations, by kind and result", ["kind", "result"]

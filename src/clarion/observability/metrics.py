@@ -19,12 +19,23 @@ CONNECTIONS_REFUSED = Counter(
 CONNECTIONS_CLOSED = Counter(
     "clarion_connections_closed_total", "WebSocket connections closed, by reason", ["reason"], registry=REGISTRY
 )
+CLOSE_TIMEOUTS = Counter(
+    "clarion_close_timeouts_total",
+    "Sockets aborted because their close handshake did not finish in time behind unsent bytes",
+    registry=REGISTRY,
+)
 FRAMES_RECEIVED = Counter("clarion_frames_received_total", "Client frames received", registry=REGISTRY)
 PROTOCOL_ERRORS = Counter(
     "clarion_protocol_errors_total", "pusher:error frames sent, by code", ["code"], registry=REGISTRY
 )
 SUBSCRIPTIONS_REFUSED = Counter(
     "clarion_subscriptions_refused_total", "Subscriptions refused, by type", ["type"], registry=REGISTRY
+)
+RATE_LIMITED = Counter(
+    "clarion_rate_limited_total",
+    "Client requests refused by a per-connection rate limit, by limit (presence_resubscribe)",
+    ["what"],
+    registry=REGISTRY,
 )
 EVENTS_PUBLISHED = Counter(
     "clarion_events_published_total", "Events published to channels, by source", ["source"], registry=REGISTRY
@@ -84,3 +95,21 @@ RESUMES = Counter(
     registry=REGISTRY,
 )
 REPLAYED = Counter("clarion_replayed_total", "History events sent by resume and rewind", registry=REGISTRY)
+HTTP_CLIENT_FAULTS = Counter(
+    "clarion_http_client_faults_total",
+    "Malformed HTTP requests refused by the HTTP parser (bad request line, header or chunking), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+LOOP_ERRORS = Counter(
+    "clarion_loop_errors_total",
+    "Errors reported to the event loop's exception handler (logged at most once per interval), by exception",
+    ["exception"],
+    registry=REGISTRY,
+)
+WEBHOOK_DROPPED = Counter(
+    "clarion_webhook_dropped_total",
+    "Webhook events dropped, by event type and reason: queue_full, retry_full, retries_exhausted, shutdown",
+    ["event_type", "reason"],
+    registry=REGISTRY,
+)

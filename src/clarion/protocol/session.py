@@ -38,6 +38,7 @@ class Send:
     frame: str
     error_code: int | None = None
     refused: str | None = None
+    rate_limited: str | None = None  # which per-connection rate limit refused it
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ class TokenBucket:
 
     __slots__ = ("burst", "rate", "tokens", "updated")
 
-    def __init__(self, rate: int, now: float, burst: int | None = None) -> None:
+    def __init__(self, rate: float, now: float, burst: int | None = None) -> None:
         self.rate = rate
         self.burst = float(burst if burst is not None else rate)
         self.tokens = self.burst
@@ -154,6 +155,7 @@ class Session:
     __slots__ = (
         "_bucket",
         "_catch_ups",
+        "_resubscribes",
         "app",
         "channels",
         "last_seen",
@@ -175,6 +177,8 @@ class Session:
         self.pong_timeout = pong_timeout
         self._bucket: TokenBucket | None = None
         self._catch_ups: TokenBucket | None = None
+        # Presence subscribes that repeat: made at the first one (or the first presence unsubscribe).
+        self._resubscribes: TokenBucket | None = None
         self.user_id: str | None = None
         self.watchlist: tuple[str, ...] = ()
         self.user_info: Any = None
@@ -184,6 +188,11 @@ class Session:
         return messages.connection_established(self.socket_id, self.app.activity_timeout)
 
     # --- inbound ----------------------------------------------------------------------------
+
+    def heard(self, now: float) -> None:
+        """The client showed it is alive (a WebSocket ping or pong): the keep-alive starts over."""
+        self.last_seen = now
+        self.ping_sent_at = None
 
     def receive(self, text: str, now: float) -> list[Action]:
         """Handle one client text frame. Errors become frames; the session stays usable."""
@@ -199,7 +208,7 @@ class Session:
             if event == "pusher:subscribe":
                 return self._subscribe(frame.data, now)
             if event == "pusher:unsubscribe":
-                return self._unsubscribe(frame.data)
+                return self._unsubscribe(frame.data, now)
             if event == "pusher:signin":
                 return self._signin(frame.data)
             if event in ("clarion:resume", "clarion:rewind"):
@@ -264,6 +273,15 @@ class Session:
                     member = _parse_member(channel_data, app.max_presence_user_info)
                 except ValueError as exc:
                     raise SubscriptionError(channel, "InvalidChannelData", str(exc), 400) from None
+        if kind.is_presence and (already or self._resubscribes is not None) and not self._may_resubscribe(now):
+            # Each answer carries the whole member list (100 KB at 100 members), and leaving and
+            # joining again tells every member twice: repeats are bounded per connection.
+            message = (
+                f"Too many presence subscribes: {app.presence_resubscribe_burst} at once, "
+                f"then {app.presence_resubscribe_rate:g} a second"
+            )
+            frame = messages.subscription_error(channel, "LimitReached", message, 429)
+            return [Send(frame, refused="LimitReached", rate_limited="presence_resubscribe")]
         catch_up = self._catch_up_request(channel, data, "subscribe", now)
         if already:
             # Idempotent: answered again, registered once, and still checked like the first time.
@@ -389,10 +407,23 @@ class Session:
             self._catch_ups = TokenBucket(CATCH_UP_RATE, now, burst=max(self.app.max_channels_per_connection, 10))
         return self._catch_ups.take(now)
 
-    def _unsubscribe(self, data: Any) -> list[Action]:
+    def _may_resubscribe(self, now: float) -> bool:
+        bucket = self._resubscribes
+        if bucket is None:
+            bucket = self._resubscribes = self._resubscribe_bucket(now)
+        return bucket.take(now)
+
+    def _resubscribe_bucket(self, now: float) -> TokenBucket:
+        app = self.app
+        return TokenBucket(app.presence_resubscribe_rate, now, burst=app.presence_resubscribe_burst)
+
+    def _unsubscribe(self, data: Any, now: float) -> list[Action]:
         channel = self._channel_field(data)
         if channel not in self.channels:
             return _NOTHING
+        if self._resubscribes is None and kind_of(channel).is_presence:
+            # From now on a presence subscribe may be a rejoin: it counts as a repeat.
+            self._resubscribes = self._resubscribe_bucket(now)
         return [Leave(channel, self.channels.pop(channel))]
 
     def _client_event(self, frame: messages.ClientFrame, now: float) -> list[Action]:
@@ -430,6 +461,19 @@ class Session:
             )
         member = self.channels.get(channel)
         return [Publish(channel, frame.event, data, member.user_id if member is not None else None)]
+
+    # --- what the server tells the session --------------------------------------------------
+
+    def refused(self, channel: str) -> None:
+        """The server refused a subscription the session had let through (a full presence
+        channel, say): the socket is not on the channel."""
+        self.channels.pop(channel, None)
+
+    def gone(self) -> list[tuple[str, Member | None]]:
+        """The socket is gone: the channels it was on, for the server to leave, now forgotten."""
+        channels = list(self.channels.items())
+        self.channels.clear()
+        return channels
 
     # --- timers -----------------------------------------------------------------------------
 

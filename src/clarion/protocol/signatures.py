@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests and webhooks.
+"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests, history tokens and webhooks.
 
 Every comparison of a secret-derived value goes through ``hmac.compare_digest``.
 """
@@ -74,21 +74,23 @@ def body_md5(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-def verify_api_request(
+def verify_api_query(
     *,
     key: str,
     secret: str,
     method: str,
     paths: tuple[str, ...],
     params: Mapping[str, str],
-    body: bytes,
     now: float,
     window: float = API_TIMESTAMP_WINDOW,
 ) -> None:
-    """Raise ``ApiError(401)`` unless the request is signed by this app, fresh, and intact.
+    """Raise ``ApiError(401)`` unless the request line is signed by this app and fresh.
 
-    ``paths`` holds the request path as sent and, where it differs, URL-decoded: SDKs sign
-    whichever they put on the wire, and both are the same resource.
+    Everything here comes from the request line, so it is checked before a byte of the body is
+    read; ``body_md5``, when given, is part of the signed query, and ``verify_body_md5`` compares
+    it with the body once that has been read. ``paths`` holds the request path as sent and, where
+    it differs, URL-decoded: SDKs sign whichever they put on the wire, and both are the same
+    resource.
     """
     lowered = {k.lower(): v for k, v in params.items()}
     for required in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
@@ -104,15 +106,64 @@ def verify_api_request(
     timestamp = int(raw_timestamp)
     if abs(now - timestamp) > window:
         raise ApiError(401, f"Timestamp expired: it must be within {int(window)} s of server time")
-    if body:
-        given_md5 = lowered.get("body_md5")
-        if given_md5 is None:
-            raise ApiError(401, "Missing body_md5")
-        if not _equal(given_md5.lower(), body_md5(body)):
-            raise ApiError(401, "body_md5 does not match the body")
     signature = lowered["auth_signature"]
     if not any(_equal(signature, sign_api_request(secret, method, path, params)) for path in paths):
         raise ApiError(401, "Invalid signature")
+
+
+def verify_body_md5(params: Mapping[str, str], body: bytes) -> None:
+    """Raise ``ApiError(401)`` unless a non-empty body matches the signed ``body_md5``."""
+    if not body:
+        return
+    given = next((v for k, v in params.items() if k.lower() == "body_md5"), None)
+    if given is None:
+        raise ApiError(401, "Missing body_md5")
+    if not _equal(given.lower(), body_md5(body)):
+        raise ApiError(401, "body_md5 does not match the body")
+
+
+def verify_api_request(
+    *,
+    key: str,
+    secret: str,
+    method: str,
+    paths: tuple[str, ...],
+    params: Mapping[str, str],
+    body: bytes,
+    now: float,
+    window: float = API_TIMESTAMP_WINDOW,
+) -> None:
+    """``verify_api_query`` and ``verify_body_md5`` together, for a request read whole."""
+    verify_api_query(key=key, secret=secret, method=method, paths=paths, params=params, now=now, window=window)
+    verify_body_md5(params, body)
+
+
+# --- history tokens --------------------------------------------------------------------------
+
+HISTORY_TOKEN_MAX_AHEAD = 3600  # seconds: the longest-lived token the server accepts
+
+
+def history_token(key: str, secret: str, channel: str, expires: int) -> str:
+    """The ``X-Clarion-History-Token`` value: ``<expires>:<hex HMAC-SHA256(secret,
+    "{key}:history:{channel}:{expires}")>``, issued by the app's backend to a browser that may
+    read ``channel``."""
+    return f"{expires}:{hmac_hex(secret, f'{key}:history:{channel}:{expires}')}"
+
+
+def history_token_problem(key: str, secret: str, channel: str, token: str, now: float) -> str | None:
+    """Why ``token`` does not open ``channel``'s history now, or None when it does: it must be
+    this app's, for this channel, and expire between now and an hour from now."""
+    raw_expires, sep, _ = token.partition(":")
+    if not sep or not (raw_expires.isascii() and raw_expires.isdigit()) or len(raw_expires) > 12:
+        return "X-Clarion-History-Token must read <expires>:<signature>"
+    expires = int(raw_expires)
+    if expires < now:
+        return "History token expired"
+    if expires > now + HISTORY_TOKEN_MAX_AHEAD:
+        return f"History token expires more than {HISTORY_TOKEN_MAX_AHEAD} s ahead"
+    if not _equal(token, history_token(key, secret, channel, expires)):
+        return "Invalid history token"
+    return None
 
 
 # --- webhooks --------------------------------------------------------------------------------

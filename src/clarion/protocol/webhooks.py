@@ -64,6 +64,14 @@ def body(events: list[Event], time_ms: int) -> bytes:
     return orjson.dumps({"time_ms": time_ms, "events": events})
 
 
+def type_counts(events: list[Event]) -> str:
+    """``channel_occupied:2,client_event:1``: what a batch held, for a log line. Never payloads."""
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event["name"]] = counts.get(event["name"], 0) + 1
+    return ",".join(f"{name}:{count}" for name, count in sorted(counts.items()))
+
+
 def headers(key: str, secret: str, payload: bytes) -> dict[str, str]:
     return {
         "Content-Type": "application/json",

@@ -1,4 +1,8 @@
-"""One WebSocket connection, as an asyncio protocol: frames in, protocol session, frames out.
+"""One WebSocket connection, as an asyncio protocol: bytes in, protocol session, frames out.
+
+A thin adapter: the RFC 6455 rules (frames, fragments, pings, the close handshake) are the pure
+``frames.WebSocket``, the Pusher rules the pure ``protocol.session.Session``; this class carries
+bytes and events between them and the socket.
 
 An idle connection costs one object and its transport: no task, no reader, no timer. A task is
 made only while a client frame needs shared state (a subscribe, a sign-in, a publish); the frames
@@ -6,7 +10,10 @@ that arrive meanwhile wait in a short queue, in order, and reading pauses when i
 
 Writes go straight to the transport (no await), so fan-out never waits on a socket. A socket
 whose unsent bytes pass ``max_buffer`` is a slow consumer: it is closed with 4100 (back off and
-reconnect) and counted, and nobody else waits for it.
+reconnect) and counted, and nobody else waits for it. Pongs and close frames go through the same
+bound. Every close we start or answer ends within ``CLOSE_TIMEOUT``: a socket whose client stopped
+reading behind a backlog is aborted then, since a graceful close would wait for a drain that never
+comes.
 
 While the transport buffers nothing, ``out_fd`` is the socket's descriptor and the native fan-out
 (``fanout.py``) sends to it directly; the transport's high-water mark is 0, so it tells us
@@ -17,21 +24,32 @@ through it, in order. TLS sockets always write through the transport.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol, assert_never
 
 from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol import messages
 from ..protocol.errors import ErrorCode
-from ..protocol.session import Send, Session
+from ..protocol.session import Action, Send, Session
 from . import frames
-from .frames import FrameError, text_frame
+from .frames import Binary, Closed, Failed, Ping, Pong, WebSocket, text_frame
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class Node(Protocol):
+    """What a connection asks of its node (``server.node.Node``), and no more: naming it here
+    rather than importing the node keeps the import graph free of cycles."""
+
+    def answer(self, conn: Connection, action: Send) -> None: ...
+
+    async def carry_out(self, conn: Connection, actions: list[Action]) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+    async def drop(self, conn: Connection) -> None: ...
+
 
 log = logging.getLogger("clarion.connection")
 
@@ -41,21 +59,19 @@ MAX_QUEUED = 64  # client frames waiting behind a slow action before reading pau
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_buffer",
-        "_fragments",
         "_queue",
         "_worker",
         "close_code",
         "closing",
         "fd",
         "max_buffer",
-        "max_message",
         "node",
         "opened",
         "out_fd",
         "reason",
         "session",
         "transport",
+        "ws",
     )
 
     def __init__(
@@ -70,13 +86,11 @@ class Connection(asyncio.Protocol):
         self.session = session
         self.transport = transport
         self.max_buffer = max_buffer
-        self.max_message = max_message
+        self.ws = WebSocket(max_message)  # the RFC 6455 state: fragments, close handshake, limits
         self.closing = False
         self.close_code: int | None = None
         self.reason = "client"
         self.opened = time.monotonic()
-        self._buffer: bytearray | None = None  # bytes of an unfinished frame
-        self._fragments: bytearray | None = None  # an unfinished message: its opcode, then its parts
         self._queue: list[str] | None = None  # frames waiting for the worker
         self._worker: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self.fd = self.out_fd = -1
@@ -100,19 +114,33 @@ class Connection(asyncio.Protocol):
         if self.closing or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self.max_buffer:
-            metrics.SLOW_CONSUMERS.inc()
-            log.warning(
-                "slow consumer closed",
-                extra=fields(app_id=self.session.app.id, socket_id=self.socket_id, buffered=self.max_buffer),
-            )
-            # A close frame would sit behind the backlog; drop the connection now.
-            self.closing = True
-            self.out_fd = -1
-            self.reason = "slow"
-            transport.abort()
+            self._slow()
             return False
         transport.write(frame)
         return True
+
+    def _slow(self) -> None:
+        metrics.SLOW_CONSUMERS.inc()
+        log.warning(
+            "slow consumer closed",
+            extra=fields(app_id=self.session.app.id, socket_id=self.socket_id, buffered=self.max_buffer),
+        )
+        # A close frame would sit behind the backlog; drop the connection now.
+        self.closing = True
+        self.out_fd = -1
+        self.reason = "slow"
+        self.transport.abort()
+
+    def _write_close(self, frame: bytes) -> None:
+        """Our close frame, within the same bound as every other write: behind a backlog past
+        ``max_buffer`` it would never be read, so the socket is dropped as slow instead."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self._slow()
+            return
+        transport.write(frame)
 
     def write_rest(self, frame: bytes, done: int) -> bool:
         """Finish what the native fan-out began: ``done`` bytes went out, or -1 if the send
@@ -136,85 +164,67 @@ class Connection(asyncio.Protocol):
         self.out_fd = -1
         self.reason = "server"
         self.close_code = code
-        transport = self.transport
-        if transport.is_closing():
+        frame = self.ws.close(code, reason)
+        if frame is None or self.transport.is_closing():
             return
-        transport.write(frames.close_frame(code, reason))
-        # The client should answer with its own close frame; if it does not, close anyway.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._give_up)
+        self._write_close(frame)
+        # The client should answer with its own close frame; if it does not, hang up anyway.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, self.transport, self.session.app.id)
 
-    def _give_up(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()
+    def _hang_up(self) -> None:
+        """Close the TCP connection once our last bytes are out; a client that stopped reading
+        must not hold it open, so it is aborted if that takes longer than CLOSE_TIMEOUT."""
+        self.transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, self.transport, self.session.app.id)
 
     # --- reading ------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        if buffer is None:
-            buffer = bytearray(data)
-        else:
-            buffer += data
-        try:
-            parsed, used = frames.parse(buffer, self.max_message)
-        except FrameError as exc:
-            self._fail(exc.code, exc.reason)
-            return
-        if used:
-            del buffer[:used]
-        self._buffer = buffer or None
-        for opcode, fin, payload in parsed:
-            if self.closing and opcode != frames.CLOSE:
-                continue
-            self._frame(opcode, fin, payload)
-
-    def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
-        if opcode == frames.TEXT or opcode == frames.BINARY or opcode == frames.CONTINUATION:
-            fragments = self._fragments
-            if opcode == frames.CONTINUATION:
-                if fragments is None:
-                    self._fail(frames.PROTOCOL_ERROR, "continuation without a message")
-                    return
-                fragments += payload  # a running total: no re-summing per fragment
-                if len(fragments) - 1 > self.max_message:
-                    self._fail(frames.TOO_BIG, "message too big")
-                    return
-                if not fin:
-                    return
-                self._fragments = None
-                kind = fragments[0]
-                payload = bytes(memoryview(fragments)[1:])
-            elif fragments is not None:
-                self._fail(frames.PROTOCOL_ERROR, "a new message inside a fragmented one")
-                return
-            elif not fin:
-                # Remember the opcode in front of the first part.
-                self._fragments = bytearray((opcode,)) + payload
-                return
+        for event in self.ws.receive(data):
+            if type(event) is str:
+                if not self.closing:
+                    self._text(event)
             else:
-                kind = opcode
-            if kind == frames.BINARY:
+                self._event(event)  # type: ignore[arg-type]
+
+    def _event(self, event: Binary | Ping | Pong | Closed | Failed) -> None:
+        match event:
+            case Ping():
+                self.session.heard(asyncio.get_running_loop().time())
+                # Through the slow-consumer bound: a client that pings and never reads is dropped.
+                self.write(event.pong)
+            case Pong():
+                self.session.heard(asyncio.get_running_loop().time())
+            case Binary():
                 metrics.PROTOCOL_ERRORS.labels(code=str(int(ErrorCode.RECONNECT))).inc()
                 self.send(messages.error(int(ErrorCode.RECONNECT), "Binary frames are not supported"))
-                return
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                self._fail(frames.INVALID_DATA, "text frame is not UTF-8")
-                return
-            self._text(text)
-        elif opcode == frames.PING:
-            self._heard()
-            self.transport.write(frames.control_frame(frames.PONG, payload))
-        elif opcode == frames.PONG:
-            self._heard()
-        else:  # CLOSE
-            self._closed_by_peer(payload)
-
-    def _heard(self) -> None:
-        session = self.session
-        session.last_seen = asyncio.get_running_loop().time()
-        session.ping_sent_at = None
+            case Closed():
+                if self.close_code is None:
+                    self.close_code = event.code
+                if event.reply is None:  # the answer to our close: its timer is running
+                    self.transport.close()
+                    return
+                self.closing = True
+                self.out_fd = -1
+                self._write_close(event.reply)
+                self._hang_up()
+            case Failed():
+                log.info(
+                    "connection error",
+                    extra=fields(
+                        app_id=self.session.app.id, socket_id=self.socket_id, code=event.code, error=event.reason
+                    ),
+                )
+                if not self.closing:
+                    self.closing = True
+                    self.out_fd = -1
+                    self.reason = "error"
+                    self.close_code = event.code
+                if event.reply is not None:
+                    self._write_close(event.reply)
+                self._hang_up()
+            case _:
+                assert_never(event)
 
     def _text(self, text: str) -> None:
         metrics.FRAMES_RECEIVED.inc()
@@ -254,43 +264,6 @@ class Connection(asyncio.Protocol):
             self._queue = None
             self._worker = None
 
-    def _closed_by_peer(self, payload: bytes) -> None:
-        if len(payload) == 1:
-            self._fail(frames.PROTOCOL_ERROR, "a close frame's code takes two bytes")
-            return
-        code = int.from_bytes(payload[:2], "big") if payload else 1005
-        if payload and not frames.valid_close_code(code):
-            self._fail(frames.PROTOCOL_ERROR, f"close code {code} may not be sent")
-            return
-        try:
-            payload[2:].decode()
-        except UnicodeDecodeError:
-            self._fail(frames.INVALID_DATA, "close reason is not UTF-8")
-            return
-        if self.close_code is None:
-            self.close_code = code
-        if not self.closing:
-            self.closing = True
-            self.out_fd = -1
-            # Answer with the same code, as RFC 6455 asks, then hang up.
-            self.transport.write(frames.close_frame(code if payload else 1000))
-        self.transport.close()
-
-    def _fail(self, code: int, reason: str) -> None:
-        """The client broke the WebSocket protocol: close with ``code`` and stop reading."""
-        log.info(
-            "connection error",
-            extra=fields(app_id=self.session.app.id, socket_id=self.socket_id, code=code, error=reason),
-        )
-        self._buffer = None
-        if not self.closing:
-            self.closing = True
-            self.out_fd = -1
-            self.reason = "error"
-            self.close_code = code
-            self.transport.write(frames.close_frame(code, reason))
-        self.transport.close()
-
     # --- the end ------------------------------------------------------------------------------
 
     # Writes never wait: the slow-consumer rule in write() bounds the buffer. These only say
@@ -304,12 +277,13 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> None:
         self.out_fd = -1  # the peer is leaving; the transport closes itself next
+        # ... once what it holds is sent, which a peer that stopped reading never lets happen.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, self.transport, self.session.app.id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Before the loop closes the socket: a freed descriptor number must not stay in out_fd.
         self.closing = True
         self.out_fd = -1
-        self._buffer = self._fragments = None
         # A worker still carrying out shared-state actions is left to finish, not cancelled: it
         # takes back what it added for a socket that is gone (Node._join) and then stops, while a
         # cancel landing between two Redis commands would leave a count or a member behind.
@@ -339,9 +313,23 @@ def refuse(transport: asyncio.Transport, code: ErrorCode, message: str) -> None:
     """Refuse an upgraded socket the Pusher way: a pusher:error frame, then the close code."""
     metrics.CONNECTIONS_REFUSED.labels(code=str(int(code))).inc()
     transport.write(text_frame(messages.error(int(code), message)) + frames.close_frame(int(code), message))
-    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _close_quietly, transport)
+    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, transport, None)
 
 
-def _close_quietly(transport: asyncio.Transport) -> None:
-    with contextlib.suppress(Exception):
-        transport.close()
+def hang_up(transport: asyncio.Transport, app_id: str | None) -> None:
+    """The close handshake has had its time: close, or abort if bytes are still unsent (a client
+    that stopped reading would keep the socket, its quota slot and its memory for ever)."""
+    buffered = transport.get_write_buffer_size()
+    if not buffered:
+        transport.close()  # nothing left to send: closes at once (a no-op once closed)
+        return
+    metrics.CLOSE_TIMEOUTS.inc()
+    log.info(
+        "close timed out, socket aborted", extra=fields(app_id=app_id, buffered=buffered, remote=remote(transport))
+    )
+    transport.abort()
+
+
+def remote(transport: asyncio.Transport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

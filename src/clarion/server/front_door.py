@@ -22,7 +22,7 @@ from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol.errors import ErrorCode
 from ..protocol.session import Session
-from .connection import Connection, refuse
+from .connection import CLOSE_TIMEOUT, Connection, hang_up, refuse, remote
 from .node import Node
 
 log = logging.getLogger("clarion.connection")
@@ -48,6 +48,17 @@ def version_problem(query: dict[str, str]) -> tuple[ErrorCode, str] | None:
 def accept_key(key: str) -> str:
     # SHA-1 is what RFC 6455 section 4.2.2 prescribes for the accept key; it secures nothing.
     return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()  # noqa: S324
+
+
+# Handshake headers that hold one value (RFC 6455 4.1, RFC 9110 7.2); a second copy is refused.
+_HEADER_NAMES = {name.lower(): name for name in ("Host", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version")}
+SINGLE_HEADERS = frozenset(_HEADER_NAMES)
+# Headers whose copies form one list (RFC 9110 5.3): "Connection: keep-alive" then "Connection: Upgrade".
+LIST_HEADERS = frozenset(("connection", "upgrade", "sec-websocket-protocol", "sec-websocket-extensions"))
+
+
+def _tokens(value: str) -> list[str]:
+    return [token.strip().lower() for token in value.split(",")]
 
 
 class Upgrade:
@@ -81,10 +92,19 @@ class Upgrade:
             name, sep, value = raw.partition(":")
             if not sep:
                 return None  # malformed: aiohttp answers 400
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("upgrade", "").lower() != "websocket":
+            name = name.strip().lower()
+            value = value.strip()
+            if name in headers:
+                if name in SINGLE_HEADERS:
+                    # Two keys (or versions, hosts, origins) make the request ambiguous: a proxy
+                    # may have checked one and we would act on the other.
+                    return f"{_HEADER_NAMES[name]} must be sent once"
+                if name in LIST_HEADERS:
+                    value = f"{headers[name]}, {value}"  # RFC 9110 5.3: one comma-separated list
+            headers[name] = value
+        if "websocket" not in _tokens(headers.get("upgrade", "")):
             return None  # plain GET on the WebSocket path: aiohttp answers 400
-        if "upgrade" not in [token.strip().lower() for token in headers.get("connection", "").split(",")]:
+        if "upgrade" not in _tokens(headers.get("connection", "")):
             return "Connection: Upgrade expected"
         if headers.get("sec-websocket-version") != "13":
             return "Sec-WebSocket-Version 13 expected"
@@ -160,7 +180,7 @@ class FrontDoor(asyncio.Protocol):
         """Refuse a broken handshake with an HTTP status, counted and logged."""
         assert self.transport is not None
         metrics.CONNECTIONS_REFUSED.labels(code=str(status)).inc()
-        log.info("handshake refused", extra=fields(status=status, error=message, remote=_remote(self.transport)))
+        log.info("handshake refused", extra=fields(status=status, error=message, remote=remote(self.transport)))
         body = message.encode()
         self.transport.write(
             f"HTTP/1.1 {status} {message[:80]}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
@@ -168,6 +188,8 @@ class FrontDoor(asyncio.Protocol):
             + body
         )
         self.transport.close()
+        # A client that never reads the answer must not hold the socket open.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, hang_up, self.transport, None)
 
     def _open(self, upgrade: Upgrade, rest: bytes) -> None:
         transport = self.transport
@@ -207,7 +229,7 @@ class FrontDoor(asyncio.Protocol):
         metrics.CONNECTIONS_OPENED.labels(app_id=app.id).inc()
         log.info(
             "connection opened",
-            extra=fields(app_id=app.id, socket_id=conn.socket_id, remote=_remote(transport)),
+            extra=fields(app_id=app.id, socket_id=conn.socket_id, remote=remote(transport)),
         )
         conn.send(session.hello())
         if rest:
@@ -215,7 +237,8 @@ class FrontDoor(asyncio.Protocol):
 
 
 class _Hangup(asyncio.Protocol):
-    """A refused socket: read nothing more, close once the client answers our close frame."""
+    """A refused socket: read nothing more, close once the client answers our close frame (and
+    in any case once ``refuse``'s timer runs out, aborting if the client reads nothing)."""
 
     __slots__ = ("transport",)
 
@@ -224,8 +247,3 @@ class _Hangup(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.transport.close()
-
-
-def _remote(transport: asyncio.Transport) -> str:
-    peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

@@ -8,17 +8,32 @@ the loop does no encoding and no awaiting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.app import App
-from ..protocol.session import Member
+from ..protocol.session import Member, Session
 from . import fanout
-from .connection import Connection
+from .fanout import Subscriber
 
 # Live frames held for one socket while its history is read; past this, it must refetch instead.
 MAX_HELD = 1000
 
 Position = tuple[str, int]  # (epoch, serial)
+
+
+class Socket(Subscriber, Protocol):
+    """A client socket as the hub and the node see it: ``Connection`` is the real one, and the
+    in-process tests use a fake that records frames."""
+
+    session: Session
+    closing: bool
+
+    @property
+    def socket_id(self) -> str: ...
+
+    def send(self, text: str) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
 
 
 class CatchingUp:
@@ -54,12 +69,34 @@ class CatchingUp:
         return True, True
 
 
+class SkipCached:
+    """A socket just answered with a cache channel's last event, which may still be on its way
+    live: it is cached before it is published, so a subscribe can read it in between. The first
+    live frame after the answer is dropped if it is that event (with or without its position);
+    either way the socket is live from then on."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, cached: str) -> None:
+        self.event = cached.encode()
+
+    def offer(self, frame: bytes, serial: int, epoch: str) -> tuple[bool, bool]:
+        """(write it now, done): as ``CatchingUp.offer``."""
+        length = frame[1] & 0x7F
+        payload = memoryview(frame)[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
+        event = self.event
+        same = payload == event or (
+            len(payload) > len(event) and payload[: len(event) - 1] == event[:-1] and payload[len(event) - 1] == 44
+        )  # 44: the comma before the position fields that with_position appends
+        return not same, True
+
+
 class Channel:
     __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "members", "name", "sockets")
 
     def __init__(self, name: str, presence: bool, kept: bool) -> None:
         self.name = name
-        self.sockets: dict[str, Connection] = {}
+        self.sockets: dict[str, Socket] = {}
         # presence: user_id → {socket_id: user_info}; a user in two tabs is one member.
         self.members: dict[str, dict[str, Any]] | None = {} if presence else None
         self.count_sent_at = float("-inf")
@@ -68,7 +105,8 @@ class Channel:
         self.joined_at: dict[str, Position | None] | None = {} if kept else None
         self.first: Position | None = None
         self.last: Position | None = None
-        self.catching: dict[str, CatchingUp] = {}
+        # Sockets whose live frames on the channel wait (catch-up) or may be a duplicate (cache).
+        self.catching: dict[str, CatchingUp | SkipCached] = {}
 
     def live_range(self, socket_id: str) -> tuple[int, int] | None:
         """Serials (low, high], in this channel's current epoch, that ``socket_id`` got live."""
@@ -111,16 +149,16 @@ class AppHub:
     def __init__(self, app: App, fan: fanout.Fanout = fanout.fanout_python) -> None:
         self.app = app
         self.fan = fan  # the fan-out loop: native or python
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, Socket] = {}
         self.channels: dict[str, Channel] = {}
-        self.users: dict[str, dict[str, Connection]] = {}  # user_id → its signed-in sockets
-        self.watchers: dict[str, dict[str, Connection]] = {}  # watched user_id → watching sockets
+        self.users: dict[str, dict[str, Socket]] = {}  # user_id → its signed-in sockets
+        self.watchers: dict[str, dict[str, Socket]] = {}  # watched user_id → watching sockets
         self.cache_miss_reported: set[str] = set()
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
 
     # --- membership -------------------------------------------------------------------------
 
-    def join(self, conn: Connection, name: str, member: Member | None) -> Joined:
+    def join(self, conn: Socket, name: str, member: Member | None) -> Joined:
         channel = self.channels.get(name)
         created = channel is None
         if channel is None:
@@ -144,7 +182,7 @@ class AppHub:
         channel = self.channels.get(name)
         return channel is not None and channel.members is not None and user_id in channel.members
 
-    def leave(self, conn: Connection, name: str, member: Member | None) -> Left | None:
+    def leave(self, conn: Socket, name: str, member: Member | None) -> Left | None:
         """None when the socket was not on the channel."""
         channel = self.channels.get(name)
         if channel is None or channel.sockets.pop(conn.socket_id, None) is None:
@@ -167,7 +205,7 @@ class AppHub:
 
     # --- users ------------------------------------------------------------------------------
 
-    def sign_in(self, conn: Connection, user_id: str, watchlist: tuple[str, ...]) -> bool:
+    def sign_in(self, conn: Socket, user_id: str, watchlist: tuple[str, ...]) -> bool:
         """Register ``conn`` as ``user_id``; True when that user just came online."""
         sockets = self.users.setdefault(user_id, {})
         came_online = not sockets
@@ -176,7 +214,7 @@ class AppHub:
             self.watchers.setdefault(watched, {})[conn.socket_id] = conn
         return came_online
 
-    def unwatch(self, conn: Connection, watchlist: tuple[str, ...]) -> None:
+    def unwatch(self, conn: Socket, watchlist: tuple[str, ...]) -> None:
         for watched in watchlist:
             watching = self.watchers.get(watched)
             if watching is not None:
@@ -184,7 +222,7 @@ class AppHub:
                 if not watching:
                     del self.watchers[watched]
 
-    def sign_out(self, conn: Connection, user_id: str, watchlist: tuple[str, ...]) -> bool:
+    def sign_out(self, conn: Socket, user_id: str, watchlist: tuple[str, ...]) -> bool:
         """Forget ``conn``; True when ``user_id`` has no signed-in socket left."""
         self.unwatch(conn, watchlist)
         sockets = self.users.get(user_id)
@@ -229,7 +267,8 @@ class AppHub:
         return fanout.send(self.fan, channel.sockets, joined) * len(frames)
 
     def _broadcast_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
-        """The slower loop, only while some socket on the channel is catching up."""
+        """The slower loop, only while some socket on the channel is catching up (or was just
+        answered with the cached event)."""
         sent = 0
         done = []
         catching = channel.catching

@@ -22,6 +22,7 @@ from . import http_api
 from .config import Settings
 from .front_door import FrontDoor
 from .http_api import NODE
+from .loop_errors import LoopErrors
 from .node import Node
 from .webhooks import AppWebhooks, Policy, Target, Webhooks
 
@@ -104,16 +105,16 @@ def build_webhooks(settings: Settings) -> Webhooks:
         queue_size=settings.webhook_queue,
     )
     per_app = {}
-    for config in settings.apps:
-        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in config.webhook_targets]
+    for app in settings.apps:
+        targets = [Target(hook.url, frozenset(hook.event_types)) for hook in app.webhook_targets]
         if targets:
-            per_app[config.id] = AppWebhooks(config.to_app(), targets, policy)
+            per_app[app.id] = AppWebhooks(app, targets, policy)
     return Webhooks(per_app)
 
 
 def build_app(settings: Settings) -> web.Application:
-    largest = max(app.max_message_size * app.max_batch_events for app in settings.apps)
-    application = web.Application(client_max_size=max(1024 * 1024, 2 * largest + 64 * 1024))
+    # Each route reads at most its own limit (http_api.read_body); aiohttp's cap is a second fence.
+    application = web.Application(client_max_size=http_api.largest_body(settings.apps))
     node = Node(settings, build_backend(settings), build_webhooks(settings))
     application[NODE] = node
 
@@ -184,6 +185,8 @@ def dev_banner(settings: Settings, port: int) -> str:
 async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM."""
     logs.configure(settings.log_format, settings.log_level)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(LoopErrors())
     application = build_app(settings)
     runner = web.AppRunner(
         application,
@@ -191,6 +194,9 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
         handle_signals=False,
         # Sockets that never finish an HTTP request (or idle between API calls) are closed.
         keepalive_timeout=settings.handshake_timeout,
+        # A request refused before its body was read is closed at once: aiohttp would otherwise
+        # read and discard the rest of the body for up to 10 s ("lingering close").
+        lingering_time=0,
         shutdown_timeout=5.0,
     )
     await runner.setup()
@@ -198,7 +204,6 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     node = application[NODE]
     http = runner.server
     assert http is not None
-    loop = asyncio.get_running_loop()
     # One listening socket: the front door takes WebSocket upgrades and hands the rest to aiohttp.
     server = await loop.create_server(
         lambda: FrontDoor(node, http),

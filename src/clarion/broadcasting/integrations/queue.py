@@ -17,7 +17,8 @@ the answer was lost applies nothing twice. A transient failure pins the lane (``
 schedules a delayed drain with exponential backoff and jitter; later events wait behind it. After
 ``max_tries`` the batch moves to the dead-letter list with its error and the lane moves on; a
 refused (4xx) batch is split to find the event the server refuses, which is dead-lettered at once.
-``clarion broadcasts dead`` lists dead letters, ``clarion broadcasts replay`` puts them back.
+``clarion broadcasts dead`` lists dead letters, ``clarion broadcasts replay`` puts them back
+with their ids, a dead batch's events together, so a batch replayed whole keeps its key.
 A sweeper in the worker re-drains lanes nobody holds, should a drain message ever be lost.
 
 Keys (``prefix`` default ``clarion-broadcasts``): ``{prefix}:lanes`` (set of channels with
@@ -28,11 +29,12 @@ events), ``{prefix}:lane:{channel}`` (list), ``{prefix}:inflight:{channel}`` (ha
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +42,6 @@ import dramatiq
 import orjson
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from .. import observe
 from ..delivery import RetryPolicy
@@ -254,6 +254,10 @@ class RedisQueue:
             n, attempts = int(pinned[0]), int(pinned[1] or 0)
             return _raw(self.redis.lrange(self._key("lane", channel), 0, n - 1)), attempts
         records = _raw(self.redis.lrange(self._key("lane", channel), 0, self.batch_size - 1))
+        # A replayed dead batch is sent as it was (same events, same Idempotency-Key); fresh
+        # events are never mixed into it.
+        tag = _batch_tag(records[0]) if records else None
+        records = list(itertools.takewhile(lambda raw: _batch_tag(raw) == tag, records))
         if records:
             self.redis.hset(inflight, mapping={"n": len(records), "attempts": 0})
         return records, 0
@@ -292,11 +296,13 @@ class RedisQueue:
         self, channel: str, token: str, batch: list[bytes], error: str, status: int | None, attempts: int
     ) -> None:
         now = time.time()
+        key = idempotency_key([Message.from_record(raw) for raw in batch])
         entries = [
             orjson.dumps(
                 {
                     "id": uuid.uuid4().hex[:12],
                     "channel": channel,
+                    "batch": key,
                     "record": orjson.loads(raw),
                     "error": error,
                     "status": status,
@@ -339,18 +345,34 @@ class RedisQueue:
 
     # -- dead letters -------------------------------------------------------------------------
 
+    def dead_letter_count(self) -> float:
+        """For ``clarion_broadcasts_dead_letters``: read from Redis at each scrape (NaN while
+        Redis cannot be read, so a scrape shows the gap instead of a stale number)."""
+        try:
+            return float(self.redis.llen(self.dead_key))
+        except redis.RedisError:
+            log.warning("cannot read the dead-letter count from Redis")
+            return float("nan")
+
     def dead_letters(self) -> list[DeadLetter]:
         return [DeadLetter.parse(raw) for raw in _raw(self.redis.lrange(self.dead_key, 0, -1))]
 
     def replay(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters back at the end of their lanes (all of them without ``ids``)."""
+        """Put dead letters back at the end of their lanes (all of them without ``ids``).
+
+        Each event keeps its message id, and the events of one dead batch are tagged with it, so
+        a drainer sends them together and apart from fresh events: a whole batch replayed goes
+        out with the Idempotency-Key of its last try, and a socket server that had applied it
+        (within its idempotency window) publishes nothing again. Part of a batch gets a key of
+        its own; an event the server applied under the old key is then published again."""
         wanted = set(ids) if ids is not None else None
         woken: set[str] = set()
         count = 0
         for letter in self.dead_letters():
             if wanted is not None and letter.id not in wanted:
                 continue
-            record = orjson.dumps(orjson.loads(letter.raw)["record"])
+            entry = orjson.loads(letter.raw)
+            record = orjson.dumps({**entry["record"], "batch": entry.get("batch")})
             keys = [self.dead_key, self.lanes_key, self._key("lane", letter.channel)]
             if self._replay(keys=keys, args=[letter.raw, record, letter.channel]):
                 count += 1
@@ -366,25 +388,15 @@ class RedisQueue:
             self.driver.close()
 
 
+def _batch_tag(raw: bytes) -> str | None:
+    """The dead batch a replayed record came from (None for a fresh record)."""
+    tag = orjson.loads(raw).get("batch")
+    return tag if isinstance(tag, str) else None
+
+
 def _raw(items: Any) -> list[bytes]:
     """redis-py's list answers, typed loosely, as the bytes they are (no decode_responses)."""
     return [item if isinstance(item, bytes) else str(item).encode() for item in items]
-
-
-class DeadLetterCollector(Collector):
-    """``clarion_broadcasts_dead_letters``: dead letters waiting, read from Redis at each scrape."""
-
-    def __init__(self, queue: RedisQueue) -> None:
-        self.queue = queue
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("clarion_broadcasts_dead_letters", "Broadcasts in the dead-letter store")
-        try:
-            gauge.add_metric([], float(self.queue.redis.llen(self.queue.dead_key)))
-        except redis.RedisError:
-            log.warning("cannot read the dead-letter count from Redis")
-            return
-        yield gauge
 
 
 class BroadcastWorker:

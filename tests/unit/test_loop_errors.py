@@ -1,0 +1,91 @@
+"""The event loop's exception handler: each kind of error logged at most once per interval, with
+the number left out, and every one counted."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+import pytest
+
+from clarion.observability import metrics
+from clarion.server.loop_errors import LoopErrors
+
+ACCEPT = "socket.accept() out of system resource"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted(exception: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("clarion_loop_errors_total", {"exception": exception})
+    return value or 0.0
+
+
+def emfile() -> OSError:
+    return OSError(errno.EMFILE, "Too many open files")
+
+
+def test_a_burst_of_one_error_is_logged_once_then_once_per_interval_with_the_count_left_out(caplog) -> None:
+    clock = Clock()
+    handler = LoopErrors(interval=10.0, clock=clock)
+    loop = asyncio.new_event_loop()
+    before = counted("OSError")
+    try:
+        with caplog.at_level(logging.INFO, logger="clarion.loop"):
+            for _ in range(5000):
+                handler(loop, {"message": ACCEPT, "exception": emfile()})
+            clock.now += 9.9
+            handler(loop, {"message": ACCEPT, "exception": emfile()})
+            clock.now += 0.1
+            handler(loop, {"message": ACCEPT, "exception": emfile()})
+    finally:
+        loop.close()
+    records = [r for r in caplog.records if r.name == "clarion.loop"]
+    assert [r.getMessage() for r in records] == [ACCEPT, ACCEPT]
+    assert [r.fields["suppressed"] for r in records] == [0, 5000]  # type: ignore[attr-defined]
+    assert records[0].fields["error"] == "EMFILE: Too many open files"  # type: ignore[attr-defined]
+    assert all(r.exc_info is None for r in records)  # no traceback for a resource error
+    assert counted("OSError") - before == 5002
+
+
+def test_different_errors_are_logged_each_in_their_own_right(caplog) -> None:
+    clock = Clock()
+    handler = LoopErrors(interval=10.0, clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.INFO, logger="clarion.loop"):
+            handler(loop, {"message": ACCEPT, "exception": emfile()})
+            # asyncio names the callback by its repr, different each time: one kind all the same.
+            for n in range(3):
+                handler(loop, {"message": f"Exception in callback <Handle f{n}()>", "exception": ValueError(n)})
+            handler(loop, {"message": "Task was destroyed but it is pending!"})
+    finally:
+        loop.close()
+    records = [r for r in caplog.records if r.name == "clarion.loop"]
+    assert [r.getMessage() for r in records] == [
+        ACCEPT,
+        "Exception in callback",
+        "Task was destroyed but it is pending!",
+    ]
+    assert records[1].exc_info is not None  # a bug keeps its traceback
+
+
+@pytest.mark.parametrize("interval", [0.0, 1.0])
+def test_with_no_time_between_errors_only_the_interval_decides(interval: float, caplog) -> None:
+    clock = Clock()
+    handler = LoopErrors(interval=interval, clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.INFO, logger="clarion.loop"):
+            for _ in range(3):
+                handler(loop, {"message": ACCEPT, "exception": emfile()})
+    finally:
+        loop.close()
+    assert len([r for r in caplog.records if r.name == "clarion.loop"]) == (3 if interval == 0 else 1)

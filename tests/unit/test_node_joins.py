@@ -1,0 +1,134 @@
+"""Joins and leaves on an in-process node: a join withdrawn when its socket leaves half way, the
+presence newcomer announced before it is answered, a full presence channel, cache channels."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+from inprocess import APP, Room, running
+
+
+def members(frame: dict[str, object]) -> dict[str, object]:
+    assert frame["event"] == "pusher_internal:subscription_succeeded", frame
+    assert isinstance(frame["data"], str)
+    presence: dict[str, object] = json.loads(frame["data"])["presence"]
+    return presence
+
+
+async def test_a_join_whose_socket_leaves_half_way_is_withdrawn_without_a_trace() -> None:
+    room = Room()
+    node = await room.node()
+    sock = room.connect(node)
+    room.gates.hold("add_subscriptions")
+    with running(asyncio.create_task(room.subscribe(node, sock, "presence-room", {"user_id": "ann"}))) as joining:
+        await room.gates.waiting_at("add_subscriptions")
+        await room.gone(node, sock)
+        room.gates.release("add_subscriptions")
+        await joining
+    assert await node.backend.subscription_count(APP.id, "presence-room") == 0
+    assert await node.backend.members(APP.id, "presence-room") == {}
+    assert "presence-room" not in room.hub(node).channels
+    assert sock.events() == ["pusher:connection_established"]
+    assert not any(entry.startswith("publish") for entry in room.gates.log)
+
+
+async def test_an_unsubscribe_during_the_join_withdraws_it_too() -> None:
+    room = Room()
+    node = await room.node()
+    sock = room.connect(node)
+    room.gates.hold("add_subscriptions")
+    with running(asyncio.create_task(room.subscribe(node, sock, "news"))) as joining:
+        await room.gates.waiting_at("add_subscriptions")
+        sock.session.receive(json.dumps({"event": "pusher:unsubscribe", "data": {"channel": "news"}}), room.clock())
+        room.gates.release("add_subscriptions")
+        await joining
+    assert await node.backend.subscription_count(APP.id, "news") == 0
+    assert "news" not in room.hub(node).channels
+
+
+async def test_the_members_hear_of_a_newcomer_before_the_newcomer_is_answered() -> None:
+    room = Room()
+    here, there = await room.node(), await room.node()
+    ann, bob = room.connect(here), room.connect(there)
+    await room.subscribe(here, ann, "presence-room", {"user_id": "ann"})
+    room.gates.hold("publish")
+    with running(asyncio.create_task(room.subscribe(there, bob, "presence-room", {"user_id": "bob"}))) as joining:
+        await room.gates.waiting_at("publish")
+        assert "pusher_internal:subscription_succeeded" not in bob.events()
+        room.gates.release("publish")
+        await joining
+    await room.settle()
+    assert members(bob.received()[-1])["ids"] == ["ann", "bob"]
+    added = ann.received()[-1]
+    assert added["event"] == "pusher_internal:member_added" and json.loads(added["data"])["user_id"] == "bob"
+
+
+async def test_a_newcomer_gone_once_announced_is_announced_gone() -> None:
+    room = Room()
+    node = await room.node()
+    ann, bob = room.connect(node), room.connect(node)
+    await room.subscribe(node, ann, "presence-room", {"user_id": "ann"})
+    ann.new()
+    room.gates.hold("publish")
+    with running(asyncio.create_task(room.subscribe(node, bob, "presence-room", {"user_id": "bob"}))) as joining:
+        await room.gates.waiting_at("publish")
+        await room.gone(node, bob)
+        room.gates.release("publish")
+        await joining
+    await room.settle()
+    assert [(frame["event"], json.loads(frame["data"])["user_id"]) for frame in ann.new()] == [
+        ("pusher_internal:member_added", "bob"),
+        ("pusher_internal:member_removed", "bob"),
+    ]
+    assert await node.backend.members(APP.id, "presence-room") == {"ann": None}
+
+
+async def test_a_full_presence_channel_refuses_the_next_user_who_is_then_not_on_it() -> None:
+    room = Room(dataclasses.replace(APP, max_presence_members=1))
+    node = await room.node()
+    ann, bob = room.connect(node), room.connect(node)
+    await room.subscribe(node, ann, "presence-room", {"user_id": "ann"})
+    await room.subscribe(node, bob, "presence-room", {"user_id": "bob"})
+    refused = bob.received()[-1]
+    assert refused["event"] == "pusher:subscription_error"
+    assert refused["data"]["type"] == "LimitReached"
+    assert "presence-room" not in bob.session.channels
+    # Not on it, so subscribing again is a first subscribe, refused again while the channel is full.
+    await room.subscribe(node, bob, "presence-room", {"user_id": "bob"})
+    assert bob.events()[-1] == "pusher:subscription_error"
+
+
+async def test_a_cache_channel_answers_with_its_last_event_then_goes_live() -> None:
+    room = Room()
+    node = await room.node()
+    sock = room.connect(node)
+    await room.trigger(node, "cache-prices", "price", '{"p":1}')
+    await room.subscribe(node, sock, "cache-prices")
+    await room.trigger(node, "cache-prices", "price", '{"p":2}')
+    await room.settle()
+    assert [(frame["event"], frame.get("data")) for frame in sock.received()[1:]] == [
+        ("pusher_internal:subscription_succeeded", "{}"),
+        ("price", '{"p":1}'),
+        ("price", '{"p":2}'),
+    ]
+
+
+async def test_a_cache_channel_with_history_sends_its_last_event_once_with_or_without_position() -> None:
+    room = Room()
+    node = await room.node()
+    sock = room.connect(node)
+    await room.trigger(node, "private-cache-prices", "price", '{"p":1}')  # still on its way live
+    await room.subscribe(node, sock, "private-cache-prices")
+    await room.settle()
+    await room.trigger(node, "private-cache-prices", "price", '{"p":2}')
+    await room.settle()
+    received = sock.received()[1:]
+    assert [(frame["event"], frame.get("data")) for frame in received] == [
+        ("pusher_internal:subscription_succeeded", "{}"),
+        ("price", '{"p":1}'),
+        ("price", '{"p":2}'),
+    ]
+    assert received[2]["serial"] == 2  # the live event, with its position
+    assert room.hub(node).channels["private-cache-prices"].catching == {}
