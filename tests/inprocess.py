@@ -17,7 +17,7 @@ from typing import Any
 from clarion.protocol.app import App
 from clarion.protocol.session import Session
 from clarion.protocol.signatures import channel_auth, user_auth
-from clarion.scaling.contracts import Envelope, Keep
+from clarion.scaling.contracts import Envelope, Keep, Once
 from clarion.scaling.memory import MemoryBackend, MemoryCluster
 from clarion.server.config import Settings
 from clarion.server.frames import text_frame
@@ -135,10 +135,11 @@ class GatedBackend(MemoryBackend):
     async def _through(self, name: str) -> None:
         await self.gates.passing(name)
 
-    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+    async def publish(self, envelope: Envelope, keep: Keep | None = None, once: Once | None = None) -> bool:
         await self._through("publish")
-        await super().publish(envelope, keep)
+        published = await super().publish(envelope, keep, once)
         self.gates.log.append(f"publish {json.loads(envelope.frame)['event']}")
+        return published
 
     async def control(self, message: Any) -> None:
         await self._through("control")

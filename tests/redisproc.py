@@ -78,14 +78,16 @@ class PrivateRedis:
             self.proc.send_signal(signal.SIGCONT)
 
     def unread(self) -> int:
-        """Bytes that clients sent and this Redis has not read yet (its sockets' receive queues):
-        while it is paused, proof that a command has gone out to it."""
+        """Bytes that clients sent and this Redis has not read yet (its sockets' receive queues,
+        including those of connections the client has closed meanwhile): while it is paused, proof
+        that a command has gone out to it."""
         total = 0
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with contextlib.suppress(FileNotFoundError), open(table) as rows:
                 for row in list(rows)[1:]:
                     cells = row.split()
-                    if int(cells[1].rsplit(":", 1)[1], 16) == self.port and cells[3] == "01":  # ESTABLISHED
+                    # ESTABLISHED, or CLOSE_WAIT (the client gave up, Redis has not read it yet)
+                    if int(cells[1].rsplit(":", 1)[1], 16) == self.port and cells[3] in ("01", "08"):
                         total += int(cells[4].split(":")[1], 16)
         return total
 

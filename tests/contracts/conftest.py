@@ -168,3 +168,16 @@ async def redis_cluster() -> AsyncIterator[RedisTwin]:
         yield twin
     finally:
         await twin.close()
+
+
+async def delivered(cluster: Cluster, nodes: list, last: Envelope | Control) -> None:
+    """Wait until every node has received ``last`` (sent after everything the test checks)."""
+
+    def arrived() -> bool:
+        for node in nodes:
+            got = cluster.received[node.node_id]
+            if last not in (got.events if isinstance(last, Envelope) else got.controls):
+                return False
+        return True
+
+    await wait_for(arrived, timeout=10)

@@ -4,6 +4,7 @@ after being taken for dead, keep clusters apart by prefix, and keep serving with
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -373,3 +374,48 @@ async def test_a_heartbeat_loop_cancelled_at_any_point_of_its_redis_commands_sto
             assert task.cancelled()
     finally:
         ended.set()
+
+
+async def test_a_redis_silent_from_the_start_is_logged_never_waited_on_and_written_back_once_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis accepts connections but never answers (SIGSTOP). The node starts, logs Redis as
+    unreachable, and answers every call from its local mirror without waiting: each Redis command
+    would wait its 60 s timeout, far beyond the test's deadline. Once Redis answers, what the node
+    did meanwhile is written back."""
+    caplog.set_level(logging.INFO, logger="clarion.scaling")
+    with private_redis() as server:
+        twin = RedisTwin(server.url)
+        node = RedisBackend(server.url, twin.prefix, "silent", node_ttl=1.0, timeout=60.0, health_interval=0.2)
+        got = Received()
+        try:
+            with server.paused():
+                await node.start(got.events.append, got.controls.append, got.restored.append, wait=0.5)
+                assert node.healthy is False
+                assert "redis unreachable" in caplog.text
+                async with asyncio.timeout(20):
+                    envelope = Envelope(APP, "news", "frame")
+                    assert await node.publish(envelope) is True
+                    assert got.events == [envelope]
+                    await node.control(Control("terminate", APP, {"user_id": "ann"}))
+                    assert got.controls == [Control("terminate", APP, {"user_id": "ann"})]
+                    assert await node.join(APP, ROOM, "ann", {"name": "Ann"}, 100) == FIRST
+                    assert await node.members(APP, ROOM) == {"ann": {"name": "Ann"}}
+                    assert await node.add_subscriptions(APP, ROOM, 1) == 1
+                    assert await node.subscription_count(APP, ROOM) == 1
+                    assert await node.channels(APP) == {ROOM: 1}
+                    assert await node.user_online(APP, "ann") is True
+                    assert await node.online(APP, ("ann",)) == {"ann"}
+                    await node.remember(APP, "cache-news", "data", "frame", 60)
+                    assert await node.cached(APP, "cache-news") is None
+                    assert (await node.history(APP, "private-x", after=0, limit=5, max_age=60)).available is False
+                    assert not await node.heartbeat()
+                    assert node.healthy is False
+            await wait_for(lambda: node.healthy, timeout=30)
+            other = await twin.node()
+            assert await other.members(APP, ROOM) == {"ann": {"name": "Ann"}}
+            assert await other.channels(APP) == {ROOM: 1}
+            assert await other.online(APP, ("ann",)) == {"ann"}
+        finally:
+            await node.close()
+            await twin.close()

@@ -12,10 +12,14 @@ import uuid
 from typing import Any
 
 import aiohttp
+from redis import asyncio as aioredis
 
 from conftest import RunningServer, run_server
 from pusherclient import PusherSocket, api_call, wait_for
-from redisproc import SHARED_REDIS_URL, port_open, private_redis
+from redisproc import SHARED_REDIS_URL, free_port, port_open, private_redis
+
+# For tests of what happens while a command waits on a paused Redis: a timeout longer than the pause.
+WAITS_ON_REDIS = {"CLARION_REDIS_TIMEOUT": "30"}
 
 
 def cluster_env(prefix: str | None = None, **extra: str) -> dict[str, str]:
@@ -450,7 +454,7 @@ async def test_a_presence_subscribe_whose_socket_leaves_while_redis_answers_leav
     member and the count it added. Cancelling the join there instead left a member for good."""
     socks: list[PusherSocket] = []
     with private_redis() as redis, contextlib.ExitStack() as stack:
-        node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url}))
+        node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url, **WAITS_ON_REDIS}))
         try:
             leaver = await open_socket(node, socks)
             channel, member = "presence-lobby", {"user_id": "ghost", "user_info": {}}
@@ -477,7 +481,7 @@ async def test_a_sign_in_whose_socket_leaves_while_redis_answers_leaves_the_user
     departure, is not left online by the sign-in's write."""
     socks: list[PusherSocket] = []
     with private_redis() as redis, contextlib.ExitStack() as stack:
-        node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url}))
+        node = stack.enter_context(run_server(env={**cluster_env(), "CLARION_REDIS_URL": redis.url, **WAITS_ON_REDIS}))
         try:
             leaver = await open_socket(node, socks)
             with redis.paused():
@@ -497,3 +501,133 @@ async def test_a_sign_in_whose_socket_leaves_while_redis_answers_leaves_the_user
             assert data_of(frame) == {"events": [{"name": "offline", "user_ids": ["leaver"]}]}
         finally:
             await close_all(socks)
+
+
+# --- a stalled Redis ---------------------------------------------------------------------------
+
+
+async def frames_until(sock: PusherSocket, marker: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Every frame (with its position fields) up to the ``marker`` event, which is left out."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await sock.recv_raw(timeout=max(0.1, deadline - time.monotonic()))
+        if frame["event"] == marker:
+            return frames
+        frames.append(frame)
+
+
+async def test_a_publish_caught_in_a_redis_stall_reaches_every_subscriber_once_and_is_stored_once() -> None:
+    """Redis stops (SIGSTOP) while a publish to a channel with history is on its way. The publish
+    times out and is delivered on its own node at once; when Redis resumes it runs the command
+    once, so the other node gets it once with one serial, its own node drops the copy it already
+    delivered, and it is stored once. (redis-py used to send the timed-out script again: every
+    subscriber got the event twice, with two serials, and it was stored twice.)"""
+    socks: list[PusherSocket] = []
+    prefix = f"cluster-{uuid.uuid4().hex[:12]}"
+    channel = "private-ledger"
+    env_extra = {"CLARION_HISTORY": "private-:100:300", "CLARION_REDIS_TIMEOUT": "1"}
+    with private_redis() as redis, contextlib.ExitStack() as stack:
+        env = {**cluster_env(prefix, **env_extra), "CLARION_REDIS_URL": redis.url}
+        a, b = (stack.enter_context(run_server(env=env)) for _ in range(2))
+        try:
+            sub_a, sub_b = await open_socket(a, socks), await open_socket(b, socks)
+            for sock, node in ((sub_a, a), (sub_b, b)):
+                await subscribe(sock, node, channel)
+                await subscribe(sock, node, "marks")
+            # Traffic has flowed: the bus carries events both ways.
+            await trigger(a, channel, "before")
+            for sock in (sub_a, sub_b):
+                await sock.expect("before", channel)
+
+            with redis.paused():
+                publishing = asyncio.create_task(trigger(a, channel, "stalled", {"n": 1}))
+                await wait_for(publishing.done, timeout=60)  # answered while Redis is still paused
+                publishing.result()
+            await wait_ready([a, b], 200, timeout=30)
+            marker = f"marker-{uuid.uuid4().hex[:6]}"
+            await trigger(b, "marks", marker)
+            got = {name: await frames_until(sock, marker) for name, sock in (("a", sub_a), ("b", sub_b))}
+        finally:
+            await close_all(socks)
+        client = aioredis.Redis.from_url(redis.url)
+        try:
+            stored = await client.xrange(f"{prefix}:{a.app_id}:hist:{channel}")
+        finally:
+            await client.aclose()
+    for name, frames in got.items():
+        copies = [frame for frame in frames if frame["event"] == "stalled"]
+        assert len(copies) == 1, (name, frames)
+    # a delivered it while Redis was away (no position); b got it through the bus, with one.
+    assert "serial" not in got["a"][0]
+    assert [frame["serial"] for frame in got["b"] if frame["event"] == "stalled"] == [2]
+    assert sum(b'"stalled"' in fields[b"f"] for _, fields in stored) == 1
+
+
+async def health_failures(node: RunningServer) -> float:
+    async with aiohttp.ClientSession() as session, session.get(node.http_url + "/metrics") as response:
+        text = await response.text()
+    lines = [line for line in text.splitlines() if line.startswith("clarion_scaling_health_failures_total ")]
+    return float(lines[0].split()[1]) if lines else 0.0
+
+
+async def test_ready_turns_503_while_redis_is_paused_and_200_once_it_answers_again() -> None:
+    """The bus reader never notices a silent Redis; the active health check does, within its
+    interval and timeout, and counts and logs it."""
+    env_extra = {"CLARION_REDIS_TIMEOUT": "0.5", "CLARION_REDIS_HEALTH_INTERVAL": "0.2"}
+    with private_redis() as redis, run_server(env={**cluster_env(**env_extra), "CLARION_REDIS_URL": redis.url}) as node:
+        await wait_ready([node], 200, timeout=10)
+        failures = await health_failures(node)
+        with redis.paused():
+            # Within the health check's interval and two timeouts (1.2 s); before, a command had to time
+            # out twice (2 x 5 s) and the bus reader never noticed.
+            await wait_ready([node], 503, timeout=8)
+
+            async def counted() -> bool:
+                return await health_failures(node) > failures
+
+            await wait_for(counted, timeout=20)
+        await wait_ready([node], 200, timeout=20)
+        assert "redis unreachable" in node.log_text()
+        assert "redis connected" in node.log_text().split("redis unreachable", 1)[1]
+
+
+async def test_with_redis_known_unhealthy_api_calls_and_subscribes_are_answered_without_waiting_on_it() -> None:
+    """Redis stalls: the first command to go out waits for its timeout, and the health check it
+    calls marks Redis unhealthy.
+    From then on, while Redis is still paused, a trigger answers and reaches the local subscriber,
+    subscribes (presence too) and API reads are answered, and none of it sends anything to Redis:
+    it all goes to the local mirror, written back later. (The health check is set to run rarely
+    here, so that only these calls could send anything.)"""
+    socks: list[PusherSocket] = []
+    env_extra = {"CLARION_REDIS_TIMEOUT": "1", "CLARION_REDIS_HEALTH_INTERVAL": "60"}
+    with private_redis() as redis, run_server(env={**cluster_env(**env_extra), "CLARION_REDIS_URL": redis.url}) as node:
+        try:
+            listener = await open_socket(node, socks)
+            await subscribe(listener, node, "news")
+            with redis.paused():
+                await asyncio.wait_for(trigger(node, "news", "first"), timeout=60)
+                await wait_ready([node], 503, timeout=10)
+                await listener.expect("first", "news", timeout=10)
+                sent = redis.unread()
+                assert sent > 0  # the first command did go out, and waits in Redis's socket
+
+                await asyncio.wait_for(trigger(node, "news", "second"), timeout=20)
+                await listener.expect("second", "news", timeout=10)
+                newcomer = await open_socket(node, socks)
+                await asyncio.wait_for(subscribe(newcomer, node, "news"), timeout=20)
+                presence = await asyncio.wait_for(subscribe(newcomer, node, "presence-desk", "newcomer"), timeout=20)
+                assert presence["ids"] == ["newcomer"]
+                channels = await asyncio.wait_for(api_get(node, "/channels", info="subscription_count"), timeout=20)
+                assert channels["channels"]["news"] == {"subscription_count": 2}
+                assert redis.unread() == sent
+        finally:
+            await close_all(socks)
+
+
+async def test_a_redis_unreachable_at_start_is_logged_and_ready_answers_503() -> None:
+    port = free_port()  # nothing listens there
+    env = {**cluster_env(), "CLARION_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    with run_server(env=env) as node:
+        await wait_for(lambda: "redis unreachable" in node.log_text(), timeout=15)
+        assert await ready_status(node) == 503

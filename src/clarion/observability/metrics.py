@@ -70,6 +70,23 @@ BUS_LOCAL_ONLY = Counter(
     "Messages delivered to this node only because the scaling backend was unreachable",
     registry=REGISTRY,
 )
+SCALING_HEALTH_FAILURES = Counter(
+    "clarion_scaling_health_failures_total",
+    "Active health checks of the scaling backend (Redis, and the bus connection) that went unanswered",
+    registry=REGISTRY,
+)
+PUBLISHES_SKIPPED = Counter(
+    "clarion_publishes_skipped_total",
+    "Publishes not applied again: idempotency_key (an Idempotency-Key already used), retry (a retried "
+    "Redis command whose first attempt had been applied)",
+    ["reason"],
+    registry=REGISTRY,
+)
+IDEMPOTENCY_KEYS_EVICTED = Counter(
+    "clarion_idempotency_keys_evicted_total",
+    "Idempotency keys forgotten before their time to live because the in-memory store was full",
+    registry=REGISTRY,
+)
 NODES_REAPED = Counter("clarion_nodes_reaped_total", "Dead nodes whose share this node took over", registry=REGISTRY)
 RESUMES = Counter(
     "clarion_resumes_total",

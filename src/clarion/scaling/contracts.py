@@ -1,5 +1,8 @@
-"""What crosses nodes, as contracts. Each has an in-memory twin (one process, the embedded
-default) and a Redis twin (many nodes); ``tests/contracts`` runs one suite against both.
+"""What crosses nodes, as contracts in three parts: the bus (with history), presence (with
+signed-in users), and counts (with cache channels and the node's liveness). Each part could run on
+its own engine (a NATS bus, say, while presence stays on Redis); today both twins, the in-memory
+one (one process, the embedded default) and the Redis one (many nodes), implement all three, and
+``tests/contracts`` runs one suite per part against both.
 
 A *node* is one server process. Every method speaks for the node it was built for: presence and
 counts are held per node, so when a node dies the others can take exactly its share away.
@@ -10,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+SEP = "\x1f"  # joins ids inside one key or member (never in a channel name, user id or idempotency key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,21 @@ class Restored:
         return bool(self.members_added or self.members_removed or self.users_online or self.users_offline)
 
 
+@dataclass(frozen=True, slots=True)
+class Once:
+    """Publish at most once per ``key`` (per app) within ``ttl`` s: a publish whose key was
+    already used is skipped (an ``Idempotency-Key`` retried by an HTTP API client)."""
+
+    key: str
+    ttl: float
+
+    @classmethod
+    def for_event(cls, idempotency_key: str, index: int, channel: str, ttl: float) -> Once:
+        """The key of one event (``index`` in its request) on one channel, so a retried batch that
+        was half applied publishes only what is missing."""
+        return cls(SEP.join((idempotency_key, str(index), channel)), ttl)
+
+
 OnEvent = Callable[[Envelope], None]
 OnControl = Callable[[Control], None]
 OnRestored = Callable[[Restored], None]
@@ -102,33 +122,47 @@ HELD = 0  # this node already held the member (idempotent re-join)
 FIRST = 1  # the member is new to the whole cluster
 
 
-class Backend(Protocol):
-    """Bus, Presence, Stats and Cache for one node, and the node's liveness in the cluster."""
+class Part(Protocol):
+    """What every part has: the node it speaks for, its health and its lifecycle."""
 
     node_id: str
 
     @property
     def healthy(self) -> bool:
-        """False while the shared store is unreachable (``/ready`` answers 503)."""
+        """False while the part's store is unreachable (``/ready`` answers 503)."""
         ...
 
     async def start(self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None) -> None:
-        """``on_restored`` hears what a write-back after an outage changed (the memory twin never
-        loses contact, so it never calls it)."""
+        """``on_event``/``on_control`` hear the bus; ``on_restored`` hears what a write-back after an
+        outage changed (the memory twin never loses contact, so it never calls it). A part uses the
+        listeners it needs."""
         ...
 
     async def close(self) -> None: ...
 
-    # Bus: every node, this one included, gets each envelope and control message once, in
-    # publish order per publisher.
-    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+
+class Bus(Part, Protocol):
+    """Every node, this one included, gets each envelope and control message once, in publish
+    order per publisher; channels with ``keep`` also have a history."""
+
+    async def publish(self, envelope: Envelope, keep: Keep | None = None, once: Once | None = None) -> bool:
         """With ``keep``, the event also gets the channel's next serial (in its frame and
-        envelope) and is stored, atomically, so serial order is delivery order on every node."""
+        envelope) and is stored, atomically, so serial order is delivery order on every node.
+        With ``once``, nothing happens if the key was used within its ``ttl``. Never applied twice,
+        even when the store's client retries. False when skipped as already published."""
         ...
 
     async def control(self, message: Control) -> None: ...
 
-    # Presence: members per (app, channel), held per node.
+    async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
+        """Entries younger than ``max_age`` s: the oldest ``limit`` with a serial above ``after``, or,
+        when ``after`` is None, the newest ``limit``."""
+        ...
+
+
+class Presence(Part, Protocol):
+    """Members per (app, channel) and signed-in users per app, held per node."""
+
     async def join(self, app_id: str, channel: str, user_id: str, user_info: Any, limit: int) -> int:
         """FULL when the channel has ``limit`` other users, HELD when this node already holds the
         user, FIRST when the user is new to the cluster, more when other nodes hold them too."""
@@ -140,7 +174,6 @@ class Backend(Protocol):
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]: ...
 
-    # Signed-in users, cluster-wide (watchlists).
     async def user_online(self, app_id: str, user_id: str) -> bool:
         """Mark the user online on this node; True when they just came online cluster-wide."""
         ...
@@ -151,7 +184,11 @@ class Backend(Protocol):
 
     async def online(self, app_id: str, user_ids: tuple[str, ...]) -> set[str]: ...
 
-    # Stats: subscriptions per channel, cluster-wide.
+
+class Counts(Part, Protocol):
+    """Subscriptions per channel cluster-wide, cache channels, and the node's liveness (which
+    takes over what dead nodes held)."""
+
     async def add_subscriptions(self, app_id: str, channel: str, delta: int) -> int:
         """Apply this node's change; the cluster-wide count after it."""
         ...
@@ -162,18 +199,16 @@ class Backend(Protocol):
         """Occupied channels (count > 0) whose name starts with ``prefix``."""
         ...
 
-    # Cache channels: the last event, with a time to live.
     async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None: ...
 
     async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:
         """(data, frame, seconds left) of the channel's last event, if still fresh."""
         ...
 
-    # History: what channels with ``keep`` published, cluster-wide.
-    async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
-        """Entries younger than ``max_age`` s: the oldest ``limit`` with a serial above ``after``, or,
-        when ``after`` is None, the newest ``limit``."""
+    async def heartbeat(self) -> Reaped:
+        """Beat for this node; take over (and report) what nodes that stopped beating held."""
         ...
 
-    # Liveness: heartbeat this node, take over what dead nodes held.
-    async def heartbeat(self) -> Reaped: ...
+
+class Backend(Bus, Presence, Counts, Protocol):
+    """All three parts on one engine, as both twins are."""

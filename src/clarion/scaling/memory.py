@@ -11,6 +11,7 @@ from typing import Any
 
 from ..observability import metrics
 from ..protocol.messages import with_position
+from .claims import DEFAULT_LIMIT, Claims, skipped
 from .contracts import (
     FULL,
     HELD,
@@ -19,6 +20,7 @@ from .contracts import (
     Envelope,
     History,
     Keep,
+    Once,
     OnControl,
     OnEvent,
     OnRestored,
@@ -48,7 +50,12 @@ class ChannelHistory:
 class MemoryCluster:
     """State shared by the nodes of one in-process cluster."""
 
-    def __init__(self, node_ttl: float = DEFAULT_NODE_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        node_ttl: float = DEFAULT_NODE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+        claims_limit: int = DEFAULT_LIMIT,
+    ) -> None:
         self.node_ttl = node_ttl
         self.clock = clock
         self.heartbeats: dict[str, float] = {}
@@ -59,6 +66,7 @@ class MemoryCluster:
         self.stats: dict[tuple[str, str], dict[str, int]] = {}  # (app, channel) → node → count
         self.cache: dict[tuple[str, str], tuple[str, str, float]] = {}
         self.history: dict[tuple[str, str], ChannelHistory] = {}
+        self.claims = Claims(claims_limit, clock)  # idempotency keys used, per app
 
     def node(self, node_id: str) -> MemoryBackend:
         return MemoryBackend(self, node_id)
@@ -113,11 +121,15 @@ class MemoryBackend:
 
     # --- bus --------------------------------------------------------------------------------
 
-    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
+    async def publish(self, envelope: Envelope, keep: Keep | None = None, once: Once | None = None) -> bool:
+        if once is not None and not self.cluster.claims.take(envelope.app_id, once):
+            skipped(envelope, "idempotency_key")
+            return False
         if keep is not None:
             envelope = self._keep(envelope, keep)
         for on_event, _ in list(self.cluster.listeners.values()):
             on_event(envelope)
+        return True
 
     def _keep(self, envelope: Envelope, keep: Keep) -> Envelope:
         key = (envelope.app_id, envelope.channel)

@@ -1,40 +1,55 @@
 """The Redis twin: pub/sub carries events and control messages; hashes hold cluster-wide
 presence, online users and subscription counts, each with this node's share recorded beside it so
 that a dead node's share can be taken away exactly; strings with a TTL hold cache channels; a
-hash (epoch, serial) and a stream per channel hold history.
+hash (epoch, serial) and a stream per channel hold history. The Lua scripts are in
+``redis_scripts``. All keys of a cluster start with its prefix (``CLARION_SCALING_PREFIX``).
 
-Every multi-key change is one Lua script, so a crash between two writes cannot leave counts
-half-done. All keys of a cluster start with its prefix (``CLARION_SCALING_PREFIX``).
+Health is watched actively: a stalled Redis is silent, so nothing but a ping with a short timeout
+notices it. While Redis is not known healthy the node never waits on it: ``publish`` delivers
+locally at once, state changes are kept in a local mirror, reads answer from the mirror, and once
+Redis answers again the mirror is written back (a Redis that restarted empty is rebuilt; one that
+kept its data is reconciled, not double-counted).
 
-While Redis is unreachable the node keeps serving its own sockets: ``publish`` delivers locally,
-state changes are kept in a local mirror, and on reconnect the mirror is written back (a Redis that
-restarted empty is rebuilt; one that kept its data is reconciled, not double-counted).
+Commands may run twice (redis-py sends a command again on a new connection when the first broke,
+and the first may have been applied), so every script is idempotent; a publish whose command timed
+out is delivered locally, and if Redis runs it after all, its copy on the bus is dropped here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from typing import Any
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..observability import metrics
 from ..observability.logs import fields
 from ..tasks import cancel_and_wait
+from . import redis_scripts as scripts
+from .claims import Claims, skipped
 from .contracts import (
+    FIRST,
     FULL,
+    HELD,
     POSITION_TTL,
+    SEP,
     Control,
     Envelope,
     History,
     Keep,
+    Once,
     OnControl,
     OnEvent,
     OnRestored,
@@ -43,189 +58,23 @@ from .contracts import (
 )
 from .memory import new_epoch
 
+__all__ = ["SEP", "RedisBackend"]
+
 log = logging.getLogger("clarion.scaling")
 
-SEP = "\x1f"  # joins app, channel and user ids inside one Redis member (never in a valid name)
+T = TypeVar("T")
 
-_JOIN = """
--- KEYS: members (user -> nodes holding), infos (user -> info), node set; ARGV: user, info, limit, entry
-if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  return 0
-end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  local limit = tonumber(ARGV[3])
-  if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return -1 end
-end
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-"""
-
-_PUBLISH_KEPT = """
--- KEYS: position hash (e = epoch, s = serial), history stream.
--- ARGV: bus, app, channel, frame, exclude, size, ttl ms, position ttl ms, epoch if new.
--- The next serial, the stored entry and the bus message happen together, so every node sees
--- events in serial order and history never misses one that was delivered.
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[9]
-  redis.call('DEL', KEYS[2])  -- entries of a forgotten epoch would clash with the new serials
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
-end
-local serial = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local frame = string.sub(ARGV[4], 1, -2) .. ',"epoch":"' .. epoch .. '","serial":' .. serial .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '0-' .. serial, 'f', frame, 't', now)
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
-redis.call('PUBLISH', ARGV[1], cjson.encode({'e', ARGV[2], ARGV[3], frame, ARGV[5], serial, epoch}))
-return serial
-"""
-
-_HISTORY = """
--- KEYS: position hash, history stream. ARGV: after ('' for the newest), limit, max age ms.
--- Returns {epoch or false, serial, now ms, entries}.
-local pos = redis.call('HMGET', KEYS[1], 'e', 's')
-if not pos[1] then return {false, 0, 0, {}} end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local entries
-if ARGV[1] == '' then
-  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
-else
-  entries = redis.call('XRANGE', KEYS[2], '0-' .. (tonumber(ARGV[1]) + 1), '+', 'COUNT', ARGV[2])
-end
-return {pos[1], tonumber(pos[2]), now, entries}
-"""
-
-_LEAVE = """
--- KEYS: members, infos, node set; ARGV: user, entry. Returns 1 when the user left cluster-wide.
-if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return -1 end
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-_ONLINE = """
--- KEYS: online (user -> nodes), node set; ARGV: user, entry, delta. Returns the cluster count.
-local member = redis.call('SISMEMBER', KEYS[2], ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  if member == 1 then return -1 end
-  redis.call('SADD', KEYS[2], ARGV[2])
-else
-  if member == 0 then return -1 end
-  redis.call('SREM', KEYS[2], ARGV[2])
-end
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
-return n
-"""
-
-_COUNT = """
--- KEYS: counts (channel -> total), node counts (app\\x1fchannel -> mine); ARGV: channel, entry, delta
--- This node's share never goes below zero, and only what it held comes off the total.
-local before = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local delta = tonumber(ARGV[3])
-if before + delta < 0 then delta = -before end
-if before + delta > 0 then
-  redis.call('HSET', KEYS[2], ARGV[2], before + delta)
-else
-  redis.call('HDEL', KEYS[2], ARGV[2])
-end
-local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if delta ~= 0 then total = redis.call('HINCRBY', KEYS[1], ARGV[1], delta) end
-if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
-return total
-"""
-
-_RESTORE = """
--- Make Redis hold exactly this node's share. KEYS: node presence set, node users set, node counts;
--- ARGV: prefix, JSON {members: [[app, channel, user, info]], users: [[app, user]], counts: [[app, channel, n]]}.
-local prefix, held = ARGV[1], cjson.decode(ARGV[2])
-local SEP = '\\31'  -- Lua's decimal escape: the unit separator, as SEP in Python
-local function k(app, what, name)
-  if name then return prefix .. ':' .. app .. ':' .. what .. ':' .. name end
-  return prefix .. ':' .. app .. ':' .. what
-end
-local function split(entry)
-  local parts = {}
-  for part in string.gmatch(entry, '([^' .. SEP .. ']+)') do table.insert(parts, part) end
-  return parts
-end
--- What the write-back changed for everyone: {added, removed, online, offline}, as the
--- announcements the other nodes missed while this one was cut off.
-local diff = {added = {}, removed = {}, online = {}, offline = {}}
--- presence
-local want = {}
-for _, m in ipairs(held.members) do want[m[1] .. SEP .. m[2] .. SEP .. m[3]] = m end
-for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not want[entry] then
-    local p = split(entry)
-    redis.call('SREM', KEYS[1], entry)
-    if redis.call('HINCRBY', k(p[1], 'members', p[2]), p[3], -1) <= 0 then
-      redis.call('HDEL', k(p[1], 'members', p[2]), p[3])
-      redis.call('HDEL', k(p[1], 'infos', p[2]), p[3])
-      table.insert(diff.removed, p)
-    end
-  end
-end
-for entry, m in pairs(want) do
-  redis.call('HSET', k(m[1], 'infos', m[2]), m[3], m[4])
-  if redis.call('SADD', KEYS[1], entry) == 1 then
-    if redis.call('HINCRBY', k(m[1], 'members', m[2]), m[3], 1) == 1 then table.insert(diff.added, m) end
-  end
-end
--- online users
-local wantu = {}
-for _, u in ipairs(held.users) do wantu[u[1] .. SEP .. u[2]] = u end
-for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if not wantu[entry] then
-    local p = split(entry)
-    redis.call('SREM', KEYS[2], entry)
-    if redis.call('HINCRBY', k(p[1], 'online'), p[2], -1) <= 0 then
-      redis.call('HDEL', k(p[1], 'online'), p[2])
-      table.insert(diff.offline, p)
-    end
-  end
-end
-for entry, u in pairs(wantu) do
-  if redis.call('SADD', KEYS[2], entry) == 1 then
-    if redis.call('HINCRBY', k(u[1], 'online'), u[2], 1) == 1 then table.insert(diff.online, u) end
-  end
-end
--- subscription counts
-local wantc = {}
-for _, c in ipairs(held.counts) do wantc[c[1] .. SEP .. c[2]] = c end
-local stored = redis.call('HGETALL', KEYS[3])
-for i = 1, #stored, 2 do
-  if not wantc[stored[i]] then wantc[stored[i]] = {split(stored[i])[1], split(stored[i])[2], 0} end
-end
-for entry, c in pairs(wantc) do
-  local delta = c[3] - tonumber(redis.call('HGET', KEYS[3], entry) or '0')
-  if delta ~= 0 then
-    if c[3] > 0 then redis.call('HSET', KEYS[3], entry, c[3]) else redis.call('HDEL', KEYS[3], entry) end
-    if redis.call('HINCRBY', k(c[1], 'counts'), c[2], delta) <= 0 then redis.call('HDEL', k(c[1], 'counts'), c[2]) end
-  end
-end
-return cjson.encode(diff)
-"""
-
-_BEAT = """
--- KEYS: nodes (zset node -> last beat ms); ARGV: node, ttl ms.
--- Returns {1 if this node was missing (new, reaped, or Redis restarted), dead node ids...}.
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-table.insert(dead, 1, added)
-return dead
-"""
+# How long a publish id stays claimed, in command timeouts: far longer than a command and its one
+# retry (sent at once on a new connection) can take. Each claim costs Redis about 125 B meanwhile.
+CLAIM_TIMEOUTS = 10
+MIN_CLAIM_TTL = 10.0
+# Publishes whose command failed after it may have been sent, remembered so that their copy on the
+# bus is dropped if Redis runs them after all (it may have been stalled for minutes). Bounded.
+MAX_DOUBTS = 10_000
+DOUBT_TTL = 600.0
+# Write-back passes while changes keep arriving in the local mirror; later ones wait for a beat.
+WRITE_BACK_PASSES = 3
+MAX_DIVERGED = 100_000
 
 
 def _text(raw: bytes | str) -> str:
@@ -240,43 +89,63 @@ class RedisBackend:
         node_id: str,
         node_ttl: float = 15.0,
         retry_max: float = 10.0,
+        timeout: float = 2.0,
+        health_interval: float = 1.0,
     ) -> None:
         self.node_id = node_id
         self.prefix = prefix
         self.node_ttl = node_ttl
         self.retry_max = retry_max
+        self.timeout = timeout
+        self.health_interval = health_interval
+        self.claim_ttl = max(MIN_CLAIM_TTL, CLAIM_TIMEOUTS * timeout)
         options: dict[str, Any] = {
-            "socket_connect_timeout": 2,
-            "socket_timeout": 5,
-            # A pooled connection that died with a restarted Redis is replaced and the command tried
-            # once more, instead of failing the first command after every restart.
-            "retry": Retry(NoBackoff(), 1),
-            "retry_on_error": [RedisConnectionError],
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            # A broken connection (a pooled one that died with a restarted Redis) is replaced and the
+            # command sent once more, instead of failing the first command after every restart; the
+            # scripts are idempotent, so one applied before the break is not applied twice. A timeout
+            # is not retried: Redis is stalled, and the caller goes the local way at once.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         }
-        # Reads and PUBLISH use a pool. Every change to shared state goes through one connection, so
-        # Redis applies this node's changes in the order they were made: a write-back after an
+        # Reads and publishes use a pool. Every change to shared state goes through one connection,
+        # so Redis applies this node's changes in the order they were made: a write-back after an
         # outage can never be overtaken by (and double-count) a change made just before it.
         self.redis = aioredis.Redis.from_url(url, **options)
         self.state = aioredis.Redis.from_url(url, single_connection_client=True, **options)
         self._bus = f"{prefix}:bus"
-        self._healthy = False
+        self._healthy: bool | None = None  # unknown until Redis first answers or fails
         self._closing = False
+        self._generation = 0  # of the bus reader: a replaced reader stops at its next turn
         self._reader: asyncio.Task[None] | None = None
+        self._replaced: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+        self._pong = asyncio.Event()
+        self._suspect = asyncio.Event()
         self._on_event: OnEvent | None = None
         self._on_control: OnControl | None = None
         self._on_restored: OnRestored | None = None
         # Members and users that changed while cut off: their announcements reached this node only.
         self._unannounced: set[tuple[str, ...]] = set()
+        self._dirty = False  # the mirror changed while Redis was not written
+        self._restoring = asyncio.Lock()
         self._cluster_size = 1  # live nodes at the last heartbeat
-        self._announcing: asyncio.Task[None] | None = None
-        self._join = self.state.register_script(_JOIN)
-        self._leave = self.state.register_script(_LEAVE)
-        self._online = self.state.register_script(_ONLINE)
-        self._count = self.state.register_script(_COUNT)
-        self._restore_script = self.state.register_script(_RESTORE)
-        self._beat = self.redis.register_script(_BEAT)
-        self._publish_kept = self.redis.register_script(_PUBLISH_KEPT)
-        self._history = self.redis.register_script(_HISTORY)
+        self._announcing: set[asyncio.Task[None]] = set()
+        self._join = self.state.register_script(scripts.JOIN)
+        self._leave = self.state.register_script(scripts.LEAVE)
+        self._online = self.state.register_script(scripts.ONLINE)
+        self._count = self.state.register_script(scripts.COUNT)
+        self._restore_script = self.state.register_script(scripts.RESTORE)
+        self._beat = self.redis.register_script(scripts.BEAT)
+        self._publish = self.redis.register_script(scripts.PUBLISH)
+        self._publish_kept = self.redis.register_script(scripts.PUBLISH_KEPT)
+        self._history = self.redis.register_script(scripts.HISTORY)
+        # Publish ids: unique per node and process, short (each is a key in Redis for claim_ttl).
+        self._id_prefix = secrets.token_hex(5) + "."
+        self._ids = itertools.count(1)
+        self._in_doubt: dict[str, float] = {}  # publish id → when it was delivered locally
+        self._local_claims = Claims()  # idempotency keys used while Redis was away
         # Kept channels that got events while Redis was away: their history has a hole, so their
         # epoch is ended on reconnect and resuming clients learn to refetch. Bounded.
         self._diverged: set[tuple[str, str]] = set()
@@ -300,65 +169,14 @@ class RedisBackend:
             self._k("node", node_id, "counts"),
         )
 
-    # --- lifecycle --------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    # --- health -----------------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
-
-    async def start(
-        self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None, wait: float = 5.0
-    ) -> None:
-        """Start the bus reader and wait (up to ``wait`` s) for the first connection. Without Redis
-        the node still starts, serving its own sockets, with ``/ready`` at 503."""
-        self._on_event = on_event
-        self._on_control = on_control
-        self._on_restored = on_restored
-        self._reader = asyncio.create_task(self._read_forever())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._connected.wait()
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._reader is not None:
-            await cancel_and_wait([self._reader])
-        # A clean stop hands its share back at once instead of waiting to be reaped.
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(3):
-                await self._forget_self()
-        await self.redis.aclose()
-        await self.state.aclose()
-
-    async def _read_forever(self) -> None:
-        """Subscribe, then dispatch; on any failure, back off, reconnect and write state back."""
-        backoff = 0.2
-        while not self._closing:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._bus)
-                # Idle pooled connections opened before a drop are dead (they are not retried):
-                # let the next commands open fresh ones rather than fail once each.
-                await self.redis.connection_pool.disconnect(inuse_connections=False)
-                await self._restore()
-                self._subscribed = True
-                self._set_healthy(True)
-                self._connected.set()
-                backoff = 0.2
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        self._dispatch(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self._set_healthy(False, str(exc))
-            finally:
-                self._subscribed = False
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.retry_max)
+        return self._healthy is True
 
     def _set_healthy(self, healthy: bool, error: str = "") -> None:
         if healthy == self._healthy:
@@ -373,30 +191,248 @@ class RedisBackend:
                 "redis unreachable; serving local sockets only", extra=fields(node=self.node_id, error=error[:200])
             )
 
+    def _lost(self, exc: BaseException) -> None:
+        self._set_healthy(False, str(exc) or type(exc).__name__)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A command failed. A broken or refused connection means Redis is lost. A timeout may
+        also mean that this process got no CPU for a while (the answer came, too late to count):
+        the health check is run at once, and judges."""
+        if isinstance(exc, (RedisTimeoutError, TimeoutError)):
+            self._suspect.set()
+        else:
+            self._lost(exc)
+
+    async def _attempt(self, command: Callable[[], Awaitable[T]], fallback: Callable[[], T]) -> T:
+        """Redis's answer while Redis is healthy. While it is not, the local answer at once, never
+        waiting on a dead connection; also when the command fails."""
+        if self._healthy:
+            try:
+                return await command()
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        return fallback()
+
+    def _changed_locally(self, key: tuple[str, ...] | None = None) -> None:
+        """The mirror changed without Redis: write it back later, and announce ``key`` then."""
+        self._dirty = True
+        if key is not None:
+            self._unannounced.add(key)
+
+    async def _watch(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.health_interval):
+                    await self._suspect.wait()  # a command timed out: check now
+            self._suspect.clear()
+            try:
+                await self._check()
+            except Exception:
+                log.exception("redis health check failed", extra=fields(node=self.node_id))
+
+    async def _check(self) -> None:
+        """Ping Redis with the short command timeout: a stalled Redis is silent, and the bus reader
+        waits for ever. Then check that the bus connection answers too, and write back if needed."""
+        if not await self._twice(self._redis_answers):
+            return
+        if not self._subscribed:
+            return  # the reader is (re)connecting; it writes back when it is through
+        if not await self._twice(self._bus_answers):
+            # Redis answers but the bus connection does not (dropped silently): subscribe anew.
+            self._set_healthy(False, "the bus connection did not answer a ping")
+            self._restart_reader()
+            return
+        if not self._healthy or self._dirty:
+            # Back from a stall with the bus connection intact (nothing published meanwhile was lost
+            # on the way to this node), or a command timed out while Redis was fine: write the
+            # mirror back, and serve again.
+            try:
+                await self._write_back()
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+
+    async def _twice(self, check: Callable[[], Awaitable[BaseException | None]]) -> bool:
+        """True when ``check`` passes, at once or, after a timeout, on a second try made at once: a
+        single timeout may be this process's own stall rather than Redis's."""
+        for attempt in (1, 2):
+            failure = await check()
+            if failure is None:
+                return True
+            metrics.SCALING_HEALTH_FAILURES.inc()
+            if attempt == 2 or not isinstance(failure, (RedisTimeoutError, TimeoutError)):
+                self._lost(failure)
+                return False
+        return False
+
+    async def _redis_answers(self) -> BaseException | None:
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            return exc
+        return None
+
+    async def _bus_answers(self) -> BaseException | None:
+        """PING on the subscribed connection, answered once its PONG comes through the reader."""
+        pubsub = self._pubsub
+        if pubsub is None or pubsub.connection is None:
+            return RedisConnectionError("the bus connection is gone")
+        self._pong.clear()
+        try:
+            await pubsub.connection.send_command("PING", check_health=False)
+            async with asyncio.timeout(self.timeout):
+                await self._pong.wait()
+        except (RedisError, OSError) as exc:
+            return exc
+        return None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(
+        self, on_event: OnEvent, on_control: OnControl, on_restored: OnRestored | None = None, wait: float = 5.0
+    ) -> None:
+        """Start the bus reader and the health check, and wait (up to ``wait`` s) for the first
+        connection. Without Redis the node still starts, serving its own sockets, with ``/ready``
+        at 503 and the failure logged."""
+        self._on_event = on_event
+        self._on_control = on_control
+        self._on_restored = on_restored
+        self._restart_reader()
+        self._watcher = asyncio.create_task(self._watch())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._connected.wait()
+        if self._healthy is None:
+            self._set_healthy(False, f"no answer within {wait:g} s")
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = [task for task in (self._reader, self._watcher) if task is not None]
+        await cancel_and_wait([*tasks, *self._replaced, *self._announcing])
+        if self._healthy:
+            # A clean stop hands its share back at once instead of waiting to be reaped.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(3):
+                    await self._forget_self()
+        await self.redis.aclose()
+        await self.state.aclose()
+
+    def _restart_reader(self) -> None:
+        self._generation += 1
+        self._subscribed = False
+        self._pubsub = None
+        if self._reader is not None:
+            # Cancelled, and in case the cancel is lost (see clarion.tasks), stopped by its generation.
+            self._reader.cancel()
+            self._replaced.add(self._reader)
+            self._reader.add_done_callback(self._replaced.discard)
+        self._reader = asyncio.create_task(self._read_forever(self._generation))
+
+    async def _read_forever(self, generation: int) -> None:
+        """Subscribe, write back, then dispatch; on any failure, back off and start over."""
+        backoff = 0.2
+        while not self._closing and generation == self._generation:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._bus)
+                # Idle pooled connections opened before a drop are dead: let the next commands open
+                # fresh ones rather than fail once each.
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
+                await self._load_scripts()
+                await self._write_back()
+                if generation != self._generation:
+                    return
+                self._pubsub = pubsub
+                self._subscribed = True
+                self._connected.set()
+                backoff = 0.2
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if generation != self._generation:
+                        return
+                    if message is None:
+                        continue
+                    if message["type"] == "pong":
+                        self._pong.set()
+                    else:
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if generation == self._generation:
+                    self._lost(exc)
+            finally:
+                if generation == self._generation:
+                    self._subscribed = False
+                    self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.retry_max)
+
     def _dispatch(self, raw: bytes) -> None:
         try:
             message = orjson.loads(raw)
             if message[0] == "e":
+                # ["e", app, channel, frame, exclude, serial, epoch, publish id]; older nodes sent
+                # the first five, or seven for a kept event.
+                if self._in_doubt and len(message) > 7 and self._in_doubt.pop(message[7], None) is not None:
+                    return  # delivered locally when its command failed, and run by Redis after all
                 assert self._on_event is not None
-                if len(message) > 5:  # kept in history: the publish script added the position
+                if len(message) > 5:
                     self._on_event(Envelope(message[1], message[2], message[3], message[4] or None, *message[5:7]))
                 else:
                     self._on_event(Envelope(message[1], message[2], message[3], message[4]))
             elif message[0] == "c":
+                if self._in_doubt and len(message) > 4 and self._in_doubt.pop(message[4], None) is not None:
+                    return
                 assert self._on_control is not None
                 self._on_control(Control(message[1], message[2], message[3]))
         except Exception:
             metrics.SCALING_ERRORS.inc()
             log.exception("bad bus message dropped", extra=fields(node=self.node_id))
 
+    async def _load_scripts(self) -> None:
+        """Load every script (a Redis that restarted has none), in one round trip, so that no
+        publish or change pays for loading its script on the way."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script in (self._join, self._leave, self._online, self._count, self._restore_script):
+                pipe.script_load(script.script)
+            for script in (self._beat, self._publish, self._publish_kept, self._history):
+                pipe.script_load(script.script)
+            await pipe.execute()
+
+    async def _write_back(self) -> None:
+        """Write the mirror back, again while changes arrived in it meanwhile; then serve."""
+        for _ in range(WRITE_BACK_PASSES):
+            await self._restore()
+            if not self._dirty:
+                break
+        self._set_healthy(True)
+
     async def _restore(self) -> None:
         """Write this node's share back in one script: add what Redis lacks, take away what it has
         extra (a Redis that restarted empty is rebuilt; one that kept its data is reconciled)."""
-        held = {
-            "members": [[app, channel, user, info] for (app, channel, user), info in self._held_members.items()],
-            "users": [[app, user] for app, user in self._held_users],
-            "counts": [[app, channel, n] for (app, channel), n in self._held_counts.items()],
-        }
+        async with self._restoring:
+            held = {
+                "members": [[app, channel, user, info] for (app, channel, user), info in self._held_members.items()],
+                "users": [[app, user] for app, user in self._held_users],
+                "counts": [[app, channel, n] for (app, channel), n in self._held_counts.items()],
+            }
+            # What changes from here on is written (and announced) by the next pass.
+            news, self._unannounced = self._unannounced, set()
+            self._dirty = False
+            try:
+                restored = await self._write_share(held, news)
+            except BaseException:
+                self._unannounced |= news
+                self._dirty = True
+                raise
+        if restored and self._on_restored is not None:
+            task = asyncio.create_task(self._announce_when_heard(restored))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
+    async def _write_share(self, held: dict[str, Any], news: set[tuple[str, ...]]) -> Restored:
         raw = await self._restore_script(
             keys=list(self._node_keys(self.node_id)), args=[self.prefix, orjson.dumps(held)]
         )
@@ -411,7 +447,6 @@ class RedisBackend:
         # Announce only what changed while cut off: after Redis restarted empty, everything this
         # node held is "added" again, but the cluster had heard of it before. (cjson writes an
         # empty list as {}, hence the `or []`.)
-        news, self._unannounced = self._unannounced, set()
         restored = Restored(
             members_added=[
                 (a, c, u, orjson.loads(i)) for a, c, u, i in (diff["added"] or []) if ("m", a, c, u) in news
@@ -431,8 +466,7 @@ class RedisBackend:
                 (user,) = rest
                 if not await self.redis.hexists(self._k(app, "online"), user):
                     restored.users_offline.append((app, user))
-        if restored and self._on_restored is not None:
-            self._announcing = asyncio.create_task(self._announce_when_heard(restored))
+        return restored
 
     async def _announce_when_heard(self, restored: Restored) -> None:
         """Pub/sub keeps nothing for absent listeners, and after an outage the other nodes come
@@ -459,81 +493,115 @@ class RedisBackend:
 
     # --- bus --------------------------------------------------------------------------------
 
-    async def publish(self, envelope: Envelope, keep: Keep | None = None) -> None:
-        if keep is not None:
-            await self._publish_with_history(envelope, keep)
-            return
-        message = ("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude)
-        if not await self._broadcast(orjson.dumps(message)):
-            assert self._on_event is not None
-            self._on_event(envelope)
+    async def publish(self, envelope: Envelope, keep: Keep | None = None, once: Once | None = None) -> bool:
+        if not self._healthy:
+            return self._publish_locally(envelope, keep, once)
+        publish_id = self._new_id()
+        if once is not None:
+            claim, claim_ttl = self._k(envelope.app_id, "once", once.key), once.ttl
+        else:
+            claim, claim_ttl = self._k("pub", publish_id), self.claim_ttl
+        try:
+            applied = await self._send(envelope, keep, publish_id, claim, int(claim_ttl * 1000))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            self._doubt(publish_id)
+            return self._publish_locally(envelope, keep, once)
+        if applied:
+            return True
+        skipped(envelope, "idempotency_key" if once is not None else "retry")
+        # Without a key, the claim can only be this publish's own: its first attempt was applied.
+        return once is None
 
-    async def _publish_with_history(self, envelope: Envelope, keep: Keep) -> None:
+    async def _send(self, envelope: Envelope, keep: Keep | None, publish_id: str, claim: str, claim_ms: int) -> bool:
+        """One script: claim the publish (or its idempotency key), then publish (and keep)."""
+        if keep is None:
+            message = ("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude, 0, "", publish_id)
+            return bool(await self._publish(keys=[claim], args=[self._bus, orjson.dumps(message), claim_ms]))
         app_id, channel = envelope.app_id, envelope.channel
-        if self._healthy:
-            try:
-                await self._publish_kept(
-                    keys=[self._k(app_id, "pos", channel), self._k(app_id, "hist", channel)],
-                    args=[
-                        self._bus,
-                        app_id,
-                        channel,
-                        envelope.frame,
-                        envelope.exclude or "",
-                        keep.size,
-                        int(keep.ttl * 1000),
-                        int(max(POSITION_TTL, keep.ttl) * 1000),
-                        new_epoch(),
-                    ],
-                )
-                return
-            except (RedisError, OSError) as exc:
-                self._set_healthy(False, str(exc))
+        serial = await self._publish_kept(
+            keys=[claim, self._k(app_id, "pos", channel), self._k(app_id, "hist", channel)],
+            args=[
+                self._bus,
+                app_id,
+                channel,
+                envelope.frame,
+                envelope.exclude or "",
+                keep.size,
+                int(keep.ttl * 1000),
+                int(max(POSITION_TTL, keep.ttl) * 1000),
+                new_epoch(),
+                publish_id,
+                claim_ms,
+            ],
+        )
+        return bool(serial)
+
+    def _publish_locally(self, envelope: Envelope, keep: Keep | None, once: Once | None) -> bool:
+        """Redis is away: this node's own sockets still get the event."""
+        if once is not None and not self._local_claims.take(envelope.app_id, once):
+            skipped(envelope, "idempotency_key")
+            return False
         metrics.BUS_LOCAL_ONLY.inc()
-        if len(self._diverged) < 100_000:
-            self._diverged.add((app_id, channel))
+        if keep is not None and len(self._diverged) < MAX_DIVERGED:
+            self._diverged.add((envelope.app_id, envelope.channel))
+            self._dirty = True
         assert self._on_event is not None
         self._on_event(envelope)
+        return True
+
+    def _doubt(self, publish_id: str) -> None:
+        """The command for ``publish_id`` failed after it may have gone out: if Redis runs it after
+        all, its copy on the bus must not reach this node's sockets a second time."""
+        doubts = self._in_doubt
+        if len(doubts) >= MAX_DOUBTS:
+            del doubts[next(iter(doubts))]
+        doubts[publish_id] = asyncio.get_running_loop().time()
+
+    def _forget_doubts(self) -> None:
+        if not self._in_doubt:
+            return
+        oldest = asyncio.get_running_loop().time() - DOUBT_TTL
+        for publish_id, at in list(self._in_doubt.items()):
+            if at < oldest:
+                del self._in_doubt[publish_id]
 
     async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
-        if limit <= 0:
-            limit = 0
-        try:
+        limit = max(limit, 0)
+
+        async def read() -> History:
             epoch, serial, now, raw = await self._history(
                 keys=[self._k(app_id, "pos", channel), self._k(app_id, "hist", channel)],
                 args=["" if after is None else after, max(limit, 1), int(max_age * 1000)],
             )
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            return History(None, 0, available=False)
-        if not epoch:
-            return History(None, 0)
-        oldest = int(now) - int(max_age * 1000)
-        entries: list[tuple[int, str]] = []
-        for entry_id, values in raw:
-            pairs = dict(zip(values[::2], values[1::2], strict=True))
-            if int(pairs[b"t"]) > oldest:
-                entries.append((int(_text(entry_id).split("-", 1)[1]), _text(pairs[b"f"])))
-        if after is None:
-            entries.reverse()
-        return History(_text(epoch), int(serial), entries[:limit])
+            if not epoch:
+                return History(None, 0)
+            oldest = int(now) - int(max_age * 1000)
+            entries: list[tuple[int, str]] = []
+            for entry_id, values in raw:
+                pairs = dict(zip(values[::2], values[1::2], strict=True))
+                if int(pairs[b"t"]) > oldest:
+                    entries.append((int(_text(entry_id).split("-", 1)[1]), _text(pairs[b"f"])))
+            if after is None:
+                entries.reverse()
+            return History(_text(epoch), int(serial), entries[:limit])
+
+        return await self._attempt(read, lambda: History(None, 0, available=False))
 
     async def control(self, message: Control) -> None:
-        if not await self._broadcast(orjson.dumps(("c", message.kind, message.app_id, message.data))):
-            assert self._on_control is not None
-            self._on_control(message)
-
-    async def _broadcast(self, payload: bytes) -> bool:
-        """PUBLISH on the bus; False when Redis is away and the caller must deliver locally."""
         if self._healthy:
+            publish_id = self._new_id()
+            payload = orjson.dumps(("c", message.kind, message.app_id, message.data, publish_id))
             try:
-                await self.redis.publish(self._bus, payload)
-                return True
+                claim_ms = int(self.claim_ttl * 1000)
+                await self._publish(keys=[self._k("pub", publish_id)], args=[self._bus, payload, claim_ms])
+                return
             except (RedisError, OSError) as exc:
-                self._set_healthy(False, str(exc))
-        # Redis is away: this node's own sockets still get it.
+                self._failed(exc)
+                self._doubt(publish_id)
         metrics.BUS_LOCAL_ONLY.inc()
-        return False
+        assert self._on_control is not None
+        self._on_control(message)
 
     # --- presence ---------------------------------------------------------------------------
 
@@ -545,155 +613,178 @@ class RedisBackend:
         ]
 
     async def join(self, app_id: str, channel: str, user_id: str, user_info: Any, limit: int) -> int:
-        self._note_change(("m", app_id, channel, user_id))
+        key = (app_id, channel, user_id)
         info = orjson.dumps(user_info).decode()
-        entry = SEP.join((app_id, channel, user_id))
-        try:
-            result = int(
-                await self._join(keys=self._presence_keys(app_id, channel), args=[user_id, info, limit, entry])
-            )
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            self._unannounced.add(("m", app_id, channel, user_id))
-            # Outage: judge by what this node holds; the mirror is written back later.
-            held = (app_id, channel, user_id) in self._held_members
-            self._held_members[(app_id, channel, user_id)] = info
-            return 0 if held else 1
-        if result != FULL:
-            self._held_members[(app_id, channel, user_id)] = info
-        return result
+        held = key in self._held_members
+
+        async def in_redis() -> int:
+            args: list[str | int] = [user_id, info, limit, SEP.join(key), int(held)]
+            result = int(await self._join(keys=self._presence_keys(app_id, channel), args=args))
+            if result != FULL:
+                self._held_members[key] = info
+            return result
+
+        def locally() -> int:
+            # Judged by what this node holds; the mirror is written back later.
+            self._changed_locally(("m", *key))
+            self._held_members[key] = info
+            return HELD if held else FIRST
+
+        return await self._attempt(in_redis, locally)
 
     async def leave(self, app_id: str, channel: str, user_id: str) -> bool:
-        self._note_change(("m", app_id, channel, user_id))
-        held = self._held_members.pop((app_id, channel, user_id), None) is not None
-        entry = SEP.join((app_id, channel, user_id))
-        try:
-            return int(await self._leave(keys=self._presence_keys(app_id, channel), args=[user_id, entry])) == 1
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            self._unannounced.add(("m", app_id, channel, user_id))
+        key = (app_id, channel, user_id)
+        held = self._held_members.pop(key, None) is not None
+
+        async def in_redis() -> bool:
+            args: list[str | int] = [user_id, SEP.join(key), int(held)]
+            return int(await self._leave(keys=self._presence_keys(app_id, channel), args=args)) == 1
+
+        def locally() -> bool:
+            self._changed_locally(("m", *key))
             return held
 
-    def _note_change(self, key: tuple[str, ...]) -> None:
-        if not self._healthy:
-            self._unannounced.add(key)
+        return await self._attempt(in_redis, locally)
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:
-        try:
+        async def in_redis() -> dict[str, Any]:
             raw = await self.redis.hgetall(self._k(app_id, "infos", channel))
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
+            return {_text(user): orjson.loads(info) for user, info in raw.items()}
+
+        def locally() -> dict[str, Any]:
             return {
                 user: orjson.loads(info)
                 for (app, chan, user), info in self._held_members.items()
                 if (app, chan) == (app_id, channel)
             }
-        return {_text(user): orjson.loads(info) for user, info in raw.items()}
+
+        return await self._attempt(in_redis, locally)
 
     # --- users ------------------------------------------------------------------------------
 
-    async def _user_delta(self, app_id: str, user_id: str, delta: int) -> int:
+    async def _user_delta(self, app_id: str, user_id: str, delta: int, held: bool) -> int:
         users_key = self._node_keys(self.node_id)[1]
-        entry = SEP.join((app_id, user_id))
-        return int(await self._online(keys=[self._k(app_id, "online"), users_key], args=[user_id, entry, delta]))
+        args: list[str | int] = [user_id, SEP.join((app_id, user_id)), delta, int(held)]
+        return int(await self._online(keys=[self._k(app_id, "online"), users_key], args=args))
 
     async def user_online(self, app_id: str, user_id: str) -> bool:
-        self._note_change(("u", app_id, user_id))
-        first_here = (app_id, user_id) not in self._held_users
-        self._held_users.add((app_id, user_id))
-        try:
-            return await self._user_delta(app_id, user_id, 1) == 1
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            self._unannounced.add(("u", app_id, user_id))
-            return first_here
+        key = (app_id, user_id)
+        held = key in self._held_users
+        self._held_users.add(key)
+
+        async def in_redis() -> bool:
+            return await self._user_delta(app_id, user_id, 1, held) == 1
+
+        def locally() -> bool:
+            self._changed_locally(("u", *key))
+            return not held
+
+        return await self._attempt(in_redis, locally)
 
     async def user_offline(self, app_id: str, user_id: str) -> bool:
-        self._note_change(("u", app_id, user_id))
-        held = (app_id, user_id) in self._held_users
-        self._held_users.discard((app_id, user_id))
-        try:
-            return await self._user_delta(app_id, user_id, -1) == 0
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            self._unannounced.add(("u", app_id, user_id))
+        key = (app_id, user_id)
+        held = key in self._held_users
+        self._held_users.discard(key)
+
+        async def in_redis() -> bool:
+            return await self._user_delta(app_id, user_id, -1, held) == 0
+
+        def locally() -> bool:
+            self._changed_locally(("u", *key))
             return held
+
+        return await self._attempt(in_redis, locally)
 
     async def online(self, app_id: str, user_ids: tuple[str, ...]) -> set[str]:
         if not user_ids:
             return set()
-        try:
-            counts = await self.redis.hmget(self._k(app_id, "online"), list(user_ids))
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            return {user for app, user in self._held_users if app == app_id and user in user_ids}
-        return {user for user, count in zip(user_ids, counts, strict=True) if count is not None and int(count) > 0}
 
-    # --- stats ------------------------------------------------------------------------------
+        async def in_redis() -> set[str]:
+            counts = await self.redis.hmget(self._k(app_id, "online"), list(user_ids))
+            return {user for user, n in zip(user_ids, counts, strict=True) if n is not None and int(n) > 0}
+
+        def locally() -> set[str]:
+            return {user for app, user in self._held_users if app == app_id and user in user_ids}
+
+        return await self._attempt(in_redis, locally)
+
+    # --- counts -----------------------------------------------------------------------------
 
     async def add_subscriptions(self, app_id: str, channel: str, delta: int) -> int:
         key = (app_id, channel)
-        mine = self._held_counts.get(key, 0) + delta
+        mine = max(self._held_counts.get(key, 0) + delta, 0)
         if mine > 0:
             self._held_counts[key] = mine
         else:
             self._held_counts.pop(key, None)
-        counts_key = self._node_keys(self.node_id)[2]
-        try:
-            return int(
-                await self._count(keys=[self._k(app_id, "counts"), counts_key], args=[channel, SEP.join(key), delta])
-            )
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            return max(mine, 0)
+
+        async def in_redis() -> int:
+            # This node's share as an absolute value: a repeated command counts nothing twice.
+            keys = [self._k(app_id, "counts"), self._node_keys(self.node_id)[2]]
+            return int(await self._count(keys=keys, args=[channel, SEP.join(key), mine]))
+
+        def locally() -> int:
+            self._changed_locally()
+            return mine
+
+        return await self._attempt(in_redis, locally)
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
-        try:
+        async def in_redis() -> int:
             value = await self.redis.hget(self._k(app_id, "counts"), channel)
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            return self._held_counts.get((app_id, channel), 0)
-        return int(value) if value is not None else 0
+            return int(value) if value is not None else 0
+
+        return await self._attempt(in_redis, lambda: self._held_counts.get((app_id, channel), 0))
 
     async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
-        try:
+        async def in_redis() -> dict[str, int]:
             raw = await self.redis.hgetall(self._k(app_id, "counts"))
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
+            counted = ((_text(name), int(count)) for name, count in raw.items())
+            return {name: count for name, count in counted if count > 0 and name.startswith(prefix)}
+
+        def locally() -> dict[str, int]:
             return {c: n for (a, c), n in self._held_counts.items() if a == app_id and c.startswith(prefix)}
-        counted = ((_text(name), int(count)) for name, count in raw.items())
-        return {name: count for name, count in counted if count > 0 and name.startswith(prefix)}
+
+        return await self._attempt(in_redis, locally)
 
     # --- cache ------------------------------------------------------------------------------
 
     async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None:
-        try:
+        async def in_redis() -> None:
             await self.redis.set(self._k(app_id, "cache", channel), orjson.dumps((data, frame)), px=int(ttl * 1000))
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
+
+        await self._attempt(in_redis, lambda: None)  # while Redis is away, cache writes are dropped
 
     async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:
         key = self._k(app_id, "cache", channel)
-        try:
+
+        async def in_redis() -> tuple[str, str, float] | None:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.get(key)
                 pipe.pttl(key)
                 value, left = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
-            return None
-        if value is None or left is None or left <= 0:
-            return None
-        data, frame = orjson.loads(value)
-        return data, frame, left / 1000
+            if value is None or left is None or left <= 0:
+                return None
+            data, frame = orjson.loads(value)
+            return data, frame, left / 1000
+
+        return await self._attempt(in_redis, lambda: None)
 
     # --- liveness ---------------------------------------------------------------------------
 
     async def heartbeat(self) -> Reaped:
         """Beat; then take over any node that has not beaten for ``node_ttl``."""
         reaped = Reaped()
-        try:
-            missing, *dead = await self._beat(keys=[self._k("nodes")], args=[self.node_id, int(self.node_ttl * 1000)])
+        self._forget_doubts()
+        if not self._healthy:
+            return reaped  # the health check writes back and serves again once Redis answers
+
+        async def beat() -> None:
+            if self._dirty:
+                await self._restore()  # changes kept locally while the last write-back ran
+            token = self._new_id()
+            keys = [self._k("nodes"), self._k("node", self.node_id, "beat")]
+            missing, *dead = await self._beat(keys=keys, args=[self.node_id, int(self.node_ttl * 1000), token])
             self._cluster_size = max(1, int(await self.redis.zcard(self._k("nodes"))) - len(dead))
             if missing and self._beaten:
                 # Others took this node for dead (a long pause) or Redis lost its data: write back,
@@ -706,27 +797,28 @@ class RedisBackend:
                     self._unannounced |= {("m", *key) for key in self._held_members}
                     self._unannounced |= {("u", *key) for key in self._held_users}
                 await self._restore()
-            if self._subscribed and not self._healthy:
-                # A command failed while the bus stayed up: what changed meanwhile is only in the
-                # local mirror. Write it back and serve again (only the reader set healthy before).
-                await self._restore()
-                self._set_healthy(True)
             self._beaten = True
             for raw in dead:
                 node_id = _text(raw)
-                if node_id == self.node_id:
-                    continue
-                # One node reaps each dead node: whoever sets the claim first.
-                if await self.redis.set(self._k("reaping", node_id), self.node_id, nx=True, px=60_000):
+                if node_id != self.node_id and await self._claim_reaping(node_id):
                     lost = await self._take_over(node_id)
                     reaped.add(lost)
                     log.warning(
                         "took over a dead node's presence and counts",
                         extra=fields(node=self.node_id, dead=node_id, members=len(lost.members_removed)),
                     )
-        except (RedisError, OSError) as exc:
-            self._set_healthy(False, str(exc))
+
+        await self._attempt(beat, lambda: None)
         return reaped
+
+    async def _claim_reaping(self, node_id: str) -> bool:
+        """One node reaps each dead node: whoever sets the claim first (or set it, when the answer
+        to its first attempt was lost and the command repeated)."""
+        key = self._k("reaping", node_id)
+        if await self.redis.set(key, self.node_id, nx=True, px=60_000):
+            return True
+        owner = await self.redis.get(key)
+        return owner is not None and _text(owner) == self.node_id
 
     async def _take_over(self, node_id: str) -> Reaped:
         """Remove everything ``node_id`` held, and report what the cluster lost by it."""
@@ -736,21 +828,18 @@ class RedisBackend:
             entry = _text(raw)
             app, channel, user = entry.split(SEP)
             keys = [self._k(app, "members", channel), self._k(app, "infos", channel), presence_key]
-            if int(await self._leave(keys=keys, args=[user, entry])) == 1:
+            if int(await self._leave(keys=keys, args=[user, entry, 1])) == 1:
                 reaped.members_removed.append((app, channel, user))
         for raw in await self.redis.smembers(users_key):
             entry = _text(raw)
             app, user = entry.split(SEP)
-            if int(await self._online(keys=[self._k(app, "online"), users_key], args=[user, entry, -1])) == 0:
+            if int(await self._online(keys=[self._k(app, "online"), users_key], args=[user, entry, -1, 1])) == 0:
                 reaped.users_offline.append((app, user))
-        for raw_key, raw_count in (await self.redis.hgetall(counts_key)).items():
+        for raw_key in await self.redis.hkeys(counts_key):
             key = _text(raw_key)
             app, channel = key.split(SEP)
-            total = int(
-                await self._count(keys=[self._k(app, "counts"), counts_key], args=[channel, key, -int(raw_count)])
-            )
-            if total == 0:
+            if int(await self._count(keys=[self._k(app, "counts"), counts_key], args=[channel, key, 0])) == 0:
                 reaped.channels_vacated.append((app, channel))
-        await self.redis.delete(presence_key, users_key, counts_key)
+        await self.redis.delete(presence_key, users_key, counts_key, self._k("node", node_id, "beat"))
         await self.redis.zrem(self._k("nodes"), node_id)
         return reaped

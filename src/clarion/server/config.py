@@ -50,6 +50,9 @@ class Settings(BaseModel):
     # The fan-out loop: native (C, built at install) where it was built, else python.
     fanout: Annotated[Literal["native", "python"] | None, Env()] = None
     node_ttl: Annotated[float, Field(ge=1, le=300), Env()] = 15.0
+    redis_timeout: Annotated[float, Field(ge=0.05, le=60), Env()] = 2.0
+    redis_health_interval: Annotated[float, Field(ge=0.1, le=60), Env()] = 1.0
+    idempotency_ttl: Annotated[float, Field(ge=1, le=24 * 3600), Env()] = 300.0
     webhook_delay: Annotated[float, Field(ge=0, le=60), Env()] = 3.0
     webhook_retry_for: Annotated[float, Field(ge=0, le=24 * 3600), Env()] = 300.0
     webhook_timeout: Annotated[float, Field(gt=0, le=120), Env()] = 5.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from ..protocol.app import App
 from ..protocol.channels import Kind, kind_of
 from ..protocol.errors import ApiError
 from ..protocol.signatures import history_token_problem, verify_api_query, verify_body_md5
+from ..scaling.contracts import Once
 from .node import Node
 
 log = logging.getLogger("clarion.api")
@@ -216,15 +218,34 @@ async def _counts(
     return api.channel_info(info, count, users, always_occupied=occupied)
 
 
-async def _publish(node: Node, app: App, trigger: api.Trigger) -> None:
+# Idempotency-Key (a Clarion extension; docs/protocol-coverage.md): 1 to 128 printable ASCII characters.
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
+
+
+def idempotency_key(request: web.Request, app: App) -> str | None:
+    """The request's ``Idempotency-Key``, if any; one header of 1-128 printable ASCII characters."""
+    values = request.headers.getall("Idempotency-Key", [])
+    if not values:
+        return None
+    if len(values) == 1 and IDEMPOTENCY_KEY.fullmatch(values[0]):
+        return values[0]
+    log.info("api request refused", extra=fields(app_id=app.id, error="bad Idempotency-Key", headers=len(values)))
+    raise ApiError(400, "Idempotency-Key must be one header of 1 to 128 printable ASCII characters")
+
+
+async def _publish(node: Node, app: App, trigger: api.Trigger, key: str | None, index: int) -> None:
+    """Publish one event of a request (``index`` in its batch); with an idempotency key, each
+    event and channel at most once within ``CLARION_IDEMPOTENCY_TTL``."""
     for channel in trigger.channels:
         frame = messages.channel_event(trigger.name, channel, trigger.data)
-        await node.publish(app, channel, frame, trigger.socket_id, "api", data=trigger.data)
+        once = Once.for_event(key, index, channel, node.settings.idempotency_ttl) if key is not None else None
+        await node.publish(app, channel, frame, trigger.socket_id, "api", data=trigger.data, once=once)
 
 
 async def trigger_event(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    key = idempotency_key(request, app)
     trigger = api.parse_trigger_body(body, app)
-    await _publish(node, app, trigger)
+    await _publish(node, app, trigger, key, 0)
     await node.settle()
     if not trigger.info:
         return {}
@@ -232,9 +253,10 @@ async def trigger_event(request: web.Request, node: Node, app: App, body: bytes)
 
 
 async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes) -> Any:
+    key = idempotency_key(request, app)
     batch = api.parse_batch_body(body, app)
-    for trigger in batch:
-        await _publish(node, app, trigger)
+    for index, trigger in enumerate(batch):
+        await _publish(node, app, trigger, key, index)
     await node.settle()
     if not any(trigger.info for trigger in batch):
         return {}

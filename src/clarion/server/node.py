@@ -26,7 +26,7 @@ from ..protocol import webhooks as hooks
 from ..protocol.app import App
 from ..protocol.channels import kind_of
 from ..protocol.session import Action, CatchUp, Close, Join, Leave, Publish, Send, SignIn
-from ..scaling.contracts import Backend, Control, Envelope, Keep, Reaped, Restored
+from ..scaling.contracts import Backend, Control, Envelope, Keep, Once, Reaped, Restored
 from . import fanout, refusals
 from .catch_up import CatchUps
 from .config import Settings
@@ -167,7 +167,14 @@ class Node:
             await self.backend.control(Control("offline", app_id, {"user_id": user_id}))
 
     async def publish(
-        self, app: App, channel: str, frame: str, exclude: str | None, source: str, data: str | None = None
+        self,
+        app: App,
+        channel: str,
+        frame: str,
+        exclude: str | None,
+        source: str,
+        data: str | None = None,
+        once: Once | None = None,
     ) -> None:
         metrics.EVENTS_PUBLISHED.labels(source=source).inc()
         keep = None
@@ -178,7 +185,7 @@ class Node:
             rule = app.history_for(channel)
             if rule is not None:
                 keep = Keep(rule.size, rule.ttl)
-        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep)
+        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep, once)
 
     async def terminate_user(self, app: App, user_id: str) -> None:
         """Close every socket signed in as ``user_id``, on every node."""

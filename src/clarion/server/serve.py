@@ -86,7 +86,14 @@ def build_backend(settings: Settings) -> Backend:
         from ..scaling.redis import RedisBackend
 
         node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        return RedisBackend(settings.redis_url, settings.scaling_prefix, node_id, node_ttl=settings.node_ttl)
+        return RedisBackend(
+            settings.redis_url,
+            settings.scaling_prefix,
+            node_id,
+            node_ttl=settings.node_ttl,
+            timeout=settings.redis_timeout,
+            health_interval=settings.redis_health_interval,
+        )
     return MemoryBackend()
 
 

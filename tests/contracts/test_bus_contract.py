@@ -1,5 +1,7 @@
-"""History behind the Backend contract, run against both twins: positions given in publish order,
-the same frames from both, reads after a serial or of the newest, size and age limits, and epochs."""
+"""The Bus part of the contract, run against both twins: every node gets each envelope and control
+message once, in publish order per publisher; kept events get positions in publish order and a
+history (reads after a serial or of the newest, size and age limits, epochs); a publish with an
+idempotency key happens once per key within its ttl."""
 
 from __future__ import annotations
 
@@ -8,14 +10,70 @@ import asyncio
 import orjson
 
 from clarion.protocol.messages import channel_event, with_position
-from clarion.scaling.contracts import Envelope, Keep
+from clarion.scaling.contracts import Control, Envelope, Keep, Once
 
-from .conftest import Cluster, MemoryTwin
-from .test_backend_contract import delivered
+from .conftest import Cluster, MemoryTwin, delivered
 
 APP = "app-1"
+OTHER_APP = "app-2"
 CHANNEL = "private-feed"
 KEEP = Keep(size=100, ttl=300.0)
+
+
+# --- bus ---------------------------------------------------------------------------------------
+
+
+async def test_every_node_gets_each_published_envelope_once_in_publish_order_publisher_included(
+    cluster: Cluster,
+) -> None:
+    nodes = [await cluster.node() for _ in range(3)]
+    sent = [Envelope(APP, f"chan-{i % 7}", f'{{"n":{i}}}', "123.4" if i % 3 == 0 else None) for i in range(200)]
+    end = Envelope(APP, "chan-end", "end")
+    for envelope in [*sent, end]:
+        await nodes[0].publish(envelope)
+    await delivered(cluster, nodes, end)
+    for node in nodes:
+        assert cluster.received[node.node_id].events == [*sent, end], node.node_id
+
+
+async def test_each_publishers_envelopes_keep_their_order_when_two_nodes_publish_at_once(cluster: Cluster) -> None:
+    nodes = [await cluster.node() for _ in range(3)]
+    by = {
+        publisher.node_id: [Envelope(APP, "busy", f"{publisher.node_id}:{i}") for i in range(100)]
+        for publisher in nodes[:2]
+    }
+
+    async def publish_all(node) -> None:
+        for envelope in by[node.node_id]:
+            await node.publish(envelope)
+
+    await asyncio.gather(*(publish_all(node) for node in nodes[:2]))
+    ends = [Envelope(APP, "end", node.node_id) for node in nodes[:2]]
+    for node, end in zip(nodes[:2], ends, strict=True):
+        await node.publish(end)
+        await delivered(cluster, nodes, end)
+    for node in nodes:
+        events = [e for e in cluster.received[node.node_id].events if e.channel == "busy"]
+        assert len(events) == 200
+        for publisher, sent in by.items():
+            assert [e for e in events if e.frame.startswith(publisher + ":")] == sent
+
+
+async def test_every_node_gets_each_control_message_once_in_order_publisher_included(cluster: Cluster) -> None:
+    nodes = [await cluster.node() for _ in range(3)]
+    kinds = ("online", "offline", "terminate")
+    sent = [Control(kinds[i % 3], APP, {"user_id": f"user-{i}", "n": i}) for i in range(200)]
+    end = Control("offline", APP, {"user_id": "end"})
+    for message in [*sent, end]:
+        await nodes[1].control(message)
+    await delivered(cluster, nodes, end)
+    for node in nodes:
+        got = cluster.received[node.node_id]
+        assert got.controls == [*sent, end], node.node_id
+        assert got.events == []  # control messages are not events
+
+
+# --- history -----------------------------------------------------------------------------------
 
 
 def event(n: int, channel: str = CHANNEL) -> Envelope:
@@ -130,3 +188,54 @@ async def test_exclude_travels_with_a_kept_event(cluster: Cluster) -> None:
     await delivered(cluster, [node], end)
     got = next(e for e in cluster.received[node.node_id].events if e.channel == CHANNEL)
     assert got.exclude == "123.456" and got.serial == 1
+
+
+# --- publishing once ---------------------------------------------------------------------------
+
+
+async def test_a_publish_whose_key_was_used_is_skipped_on_every_node_until_the_key_expires(cluster: Cluster) -> None:
+    a, b = [await cluster.node() for _ in range(2)]
+    ttl = 60.0 if cluster.kind == "memory" else 1.0
+    once = Once("retry-me", ttl)
+    first = Envelope(APP, "news", "first")
+    assert await a.publish(first, once=once) is True
+    assert await a.publish(Envelope(APP, "news", "again from a"), once=once) is False
+    assert await b.publish(Envelope(APP, "news", "again from b"), once=once) is False
+    # The same key on another app, and another key, are new.
+    other_app = Envelope(OTHER_APP, "news", "other app")
+    other_key = Envelope(APP, "news", "other key")
+    assert await b.publish(other_app, once=once) is True
+    assert await b.publish(other_key, once=Once("another", ttl)) is True
+    end = Envelope(APP, "end", "end")
+    await a.publish(end)
+    await delivered(cluster, [a, b], end)
+    for node in (a, b):
+        assert cluster.received[node.node_id].events == [first, other_app, other_key, end]
+
+    async def usable_again() -> bool:
+        return await b.publish(Envelope(APP, "news", "after the ttl"), once=once)
+
+    await cluster.after(ttl, usable_again)
+
+
+async def test_each_event_and_channel_of_a_request_is_its_own_key(cluster: Cluster) -> None:
+    node = await cluster.node()
+    keys = [Once.for_event("request-1", index, channel, 60) for index in (0, 1) for channel in ("a", "b")]
+    assert len({once.key for once in keys}) == 4
+    for once in keys:
+        assert await node.publish(Envelope(APP, "news", once.key), once=once) is True
+    # A retry of the whole request publishes nothing; one with an event more publishes only that.
+    for once in keys:
+        assert await node.publish(Envelope(APP, "news", once.key), once=once) is False
+    assert await node.publish(Envelope(APP, "news", "third"), once=Once.for_event("request-1", 2, "a", 60)) is True
+
+
+async def test_a_skipped_kept_publish_takes_no_serial_and_is_not_stored(cluster: Cluster) -> None:
+    node = await cluster.node()
+    once = Once("kept-once", 60)
+    assert await node.publish(event(0), KEEP, once) is True
+    assert await node.publish(event(0), KEEP, once) is False
+    assert await node.publish(event(1), KEEP) is True
+    read = await node.history(APP, CHANNEL, after=0, limit=10, max_age=300)
+    assert read.serial == 2
+    assert [orjson.loads(orjson.loads(frame)["data"])["n"] for _, frame in read.entries] == [0, 1]
