@@ -419,3 +419,28 @@ async def test_a_redis_silent_from_the_start_is_logged_never_waited_on_and_writt
         finally:
             await node.close()
             await twin.close()
+
+
+async def test_a_single_cancel_stops_a_loop_of_redis_commands_wherever_it_lands(redis_cluster: RedisTwin) -> None:
+    """redis-py's own write timeout (asyncio.wait_for) lost such cancels on Python 3.11, nearly
+    always one to three loop turns into a command; the backend's connections write under
+    asyncio.timeout, which keeps them."""
+    node = await redis_cluster.node()
+    ended = asyncio.Event()  # on failure: the loop that outlived its cancel stops, so the test ends
+
+    async def count_forever() -> None:
+        while not ended.is_set():
+            await node.redis.zcard("clarion-test:nothing")
+
+    try:
+        for turns in range(16):
+            task = asyncio.create_task(count_forever())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done, f"the cancel was lost {turns} turns in"
+            assert task.cancelled()
+    finally:
+        ended.set()
+
