@@ -443,4 +443,3 @@ async def test_a_single_cancel_stops_a_loop_of_redis_commands_wherever_it_lands(
             assert task.cancelled()
     finally:
         ended.set()
-
