@@ -40,6 +40,7 @@ log = logging.getLogger("clarion.dashboard")
 COOKIE = "clarion_dashboard"
 MAX_CONSOLES = 16  # open consoles per node; each holds a queue and a streaming response
 KEEPALIVE = 15.0  # seconds between comment lines on a quiet console, so proxies keep it open
+GONE_CHECK = 1.0  # seconds between checks that a quiet console's browser is still there
 ASSETS = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -322,6 +323,7 @@ class Dashboard:
                 headers={**SECURITY_HEADERS, "Retry-After": "5"},
             )
         console = Console(hub, self.settings.dashboard_console_queue)
+        loop = asyncio.get_running_loop()
         response = web.StreamResponse(
             headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
@@ -333,11 +335,17 @@ class Dashboard:
             hello = {"app": hub.app.id, "payloads": hub.app.debug_payloads, "scope": "this node"}
             await response.write(_sse("hello", hello))
             reported = 0
+            quiet_since = loop.time()
             while True:
                 try:
-                    event = await asyncio.wait_for(console.queue.get(), KEEPALIVE)
+                    event = await asyncio.wait_for(console.queue.get(), GONE_CHECK)
                 except TimeoutError:
-                    await response.write(b": keepalive\n\n")
+                    # aiohttp does not cancel a handler whose client left: look, and stop.
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    if loop.time() - quiet_since >= KEEPALIVE:
+                        quiet_since = loop.time()
+                        await response.write(b": keepalive\n\n")
                     continue
                 if event is None:
                     break
