@@ -72,8 +72,10 @@ function draw(figure) {
   })
   const legend = document.createElement('div')
   legend.className = 'legend'
-  const latest = samples[samples.length - 1] || {}
   series.forEach((name, index) => {
+    // The latest reported value: latency is empty for an interval with no request.
+    let latest = null
+    for (let i = samples.length - 1; i >= 0 && latest === null; i--) if (samples[i][name] != null) latest = samples[i][name]
     const item = document.createElement('span')
     const swatch = document.createElement('span')
     swatch.className = 'swatch'
@@ -81,7 +83,7 @@ function draw(figure) {
     const value = document.createElement('span')
     value.className = 'value'
     value.id = `value-${name}`
-    value.textContent = format(latest[name])
+    value.textContent = format(latest)
     item.append(swatch, `${LABELS[name] || name} `, value)
     legend.append(item)
   })
