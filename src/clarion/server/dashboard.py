@@ -310,6 +310,7 @@ class Dashboard:
             "scope": "this node",
             "apps": [{"id": hub.app.id, "debug_payloads": hub.app.debug_payloads} for hub in self.hubs.values()],
             "missing": self.sampler.missing,
+            "consoles": len(self.consoles),
             "samples": samples,
         }
         return web.json_response(body, headers=SECURITY_HEADERS)
