@@ -249,6 +249,33 @@ async def test_console_shows_payloads_only_for_an_app_that_enables_them(
     assert hidden["event"] == "quiet-event" and "data" not in hidden
 
 
+async def test_console_shows_client_events_and_presence_users_with_payloads(
+    dash: RunningServer, connect: Any, console: Any
+) -> None:
+    loud, quiet = await console("502"), await console("501")
+    apps = (("502", "loud-key", "loud-secret", loud), ("501", "quiet-key", "quiet-secret", quiet))
+    for app, key, secret, stream in apps:
+        channel = fresh("presence-console-")
+        sender, receiver = await connect(dash, key=key), await connect(dash, key=key)
+        for sock, user in ((sender, "ada"), (receiver, "bob")):
+            answer = await sock.subscribe(channel, key=key, secret=secret, channel_data={"user_id": user})
+            assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+        await sender.send("client-typing", {"secret": f"typing-{app}"}, channel)
+        await receiver.expect("client-typing", channel)
+        seen = await stream.until(lambda e: e["type"] == "client_event")
+        subscribed = [e for e in seen if e["type"] == "subscribed" and e["channel"] == channel]
+        event = seen[-1]
+        assert event["channel"] == channel and event["event"] == "client-typing"
+        assert event["socket_id"] == sender.socket_id
+        if app == "502":
+            assert {e["user_id"] for e in subscribed} == {"ada", "bob"}
+            # The data as the subscribers got it (a client event's object travels as a JSON string).
+            assert json.loads(event["data"]) == {"secret": "typing-502"} and event["user_id"] == "ada"
+        else:
+            assert all("user_id" not in e for e in subscribed) and len(subscribed) == 2
+            assert "data" not in event and "user_id" not in event
+
+
 async def test_console_for_an_unknown_app_is_404(dash: RunningServer) -> None:
     status, _, text = await get(dash, "/dashboard/api/console?app=nope", headers=BEARER)
     assert status == 404 and "no such app" in text
