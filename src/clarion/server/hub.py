@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..observability.metrics import AppMetrics
 from ..protocol.app import App
 from ..protocol.session import Member, Session
 from . import fanout
@@ -142,6 +143,7 @@ class AppHub:
         "connections",
         "counts_due",
         "fan",
+        "metrics",
         "users",
         "watchers",
     )
@@ -155,6 +157,7 @@ class AppHub:
         self.watchers: dict[str, dict[str, Socket]] = {}  # watched user_id → watching sockets
         self.cache_miss_reported: set[str] = set()
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
+        self.metrics = AppMetrics(app.id)
 
     # --- membership -------------------------------------------------------------------------
 
@@ -172,6 +175,9 @@ class AppHub:
             sockets[conn.socket_id] = member.user_info
         if created:
             self.channels[name] = channel
+            self.metrics.channels.inc()
+        if conn.socket_id not in channel.sockets:
+            self.metrics.subscriptions.inc()
         channel.sockets[conn.socket_id] = conn
         if channel.joined_at is not None:
             channel.joined_at[conn.socket_id] = channel.last
@@ -187,6 +193,7 @@ class AppHub:
         channel = self.channels.get(name)
         if channel is None or channel.sockets.pop(conn.socket_id, None) is None:
             return None
+        self.metrics.subscriptions.dec()
         channel.catching.pop(conn.socket_id, None)
         if channel.joined_at is not None:
             channel.joined_at.pop(conn.socket_id, None)
@@ -201,6 +208,7 @@ class AppHub:
         vacated = not channel.sockets
         if vacated:
             del self.channels[name]
+            self.metrics.channels.dec()
         return Left(vacated=vacated, member_removed=member_removed)
 
     # --- users ------------------------------------------------------------------------------
