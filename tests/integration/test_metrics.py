@@ -262,3 +262,27 @@ def _parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+async def test_latency_is_timed_on_another_node_for_plain_and_kept_events(server_factory) -> None:
+    """The API's receipt time travels on the Redis bus (for an event kept in history too, which
+    Redis's script publishes), so the node that did not take the publish times it as well."""
+    env = {
+        "CLARION_SCALING": "redis",
+        "CLARION_HISTORY": "private-kept-:10:300",
+        "CLARION_SCALING_PREFIX": fresh("lat"),
+    }
+    publisher, other = server_factory(env=env), server_factory(env=env)
+    app = other.app_id
+    plain, kept = fresh("plain"), fresh("private-kept-")
+    async with await PusherSocket.open(other.ws_url()) as sock:
+        await sock.subscribe(plain)
+        await sock.subscribe(kept, key=other.key, secret=other.secret)
+        before = await value(other, "clarion_delivery_latency_seconds_count", app_id=app)
+        for channel in (plain, kept):
+            status, _ = await publisher.trigger(channel)
+            assert status == 200
+            await sock.expect("e", channel)
+        await settles_at(other, "clarion_delivery_latency_seconds_count", before + 2, app_id=app)
+        assert await value(other, "clarion_delivery_latency_seconds_bucket", app_id=app, le="2.5") == before + 2
+        assert await value(publisher, "clarion_delivery_latency_seconds_count", app_id=app) == 0  # no socket there
