@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -148,3 +149,32 @@ def test_other_aiohttp_records_come_out_in_our_format_at_our_level(captured) -> 
         ("error", "Error handling request"),
         ("warning", "something in the loop"),
     ]
+
+
+def test_past_the_burst_lines_are_counted_and_summed_up_once_the_window_ends(captured) -> None:
+    from clarion.observability import metrics
+
+    stream = io.StringIO()
+    captured("json")  # saves and restores the loggers; reconfigured here with a small burst
+    logs.configure("json", "info", stream, burst=3, window=10.0)
+    log = logging.getLogger("clarion.server")
+    event = "storm test opened"
+    before = metrics.REGISTRY.get_sample_value("clarion_log_lines_suppressed_total", {"event": event}) or 0.0
+    for index in range(10):
+        log.info(event, extra=fields(socket_id=f"1.{index}"))
+    for _ in range(5):
+        log.warning("storm test warning")  # warnings are never left out
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["socket_id"] for line in lines if line["msg"] == event] == ["1.0", "1.1", "1.2"]
+    assert len([line for line in lines if line["msg"] == "storm test warning"]) == 5
+    assert metrics.REGISTRY.get_sample_value("clarion_log_lines_suppressed_total", {"event": event}) == before + 7
+    logs.flush_suppressed(time.time() + 5)  # the window has not ended: no summary yet
+    assert "more" not in stream.getvalue()
+    logs.flush_suppressed(time.time() + 11)
+    summary = json.loads(stream.getvalue().splitlines()[-1])
+    assert summary["msg"] == f"7 more '{event}' in the last 10 s"
+    assert (summary["event"], summary["suppressed"]) == (event, 7)
+    logs.flush_suppressed(time.time() + 30)  # said once
+    assert stream.getvalue().count(" more ") == 1
+    log.info(event, extra=fields(socket_id="2.0"))  # a new window: written again
+    assert json.loads(stream.getvalue().splitlines()[-1])["socket_id"] == "2.0"

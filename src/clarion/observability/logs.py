@@ -7,6 +7,12 @@ them as logfmt does: no value can end a line or start a forged one.
 aiohttp's own loggers (and asyncio's) go through the same handler and format. A request that
 aiohttp refuses as malformed is the client's fault, not ours: it is logged as one line with the
 remote address and the reason, and counted, instead of aiohttp's multi-line traceback.
+
+Volume stays bounded under a storm (a deploy's reconnections, a flood of refused handshakes):
+past ``burst`` lines of one event (its message, a constant in the code) within ``window``
+seconds, further lines of it are counted in ``clarion_log_lines_suppressed_total{event}`` and
+left out, and when the window ends one line says how many: ``1234 more 'connection opened' in
+the last 10 s``. Warnings and errors are never left out.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -122,12 +130,95 @@ class _ClientFaults(logging.Filter):
         return record.levelno >= self.level
 
 
-def configure(log_format: str = "text", level: str = "info", stream: TextIO | None = None) -> None:
-    """Send Clarion's, aiohttp's and asyncio's logs to ``stream`` (stderr) in ``log_format``."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+SUMMARY = "%d more '%s' in the last %g s"
+_summaries = logging.getLogger("clarion.logs")
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    written: int = 0
+    left_out: int = 0
+
+
+class _Storms(logging.Filter):
+    """Writes at most ``burst`` info/debug lines of each event per ``window`` seconds; counts the
+    rest and says how many in one line when the window ends (at the event's next line, or at
+    ``flush``, called once a second)."""
+
+    def __init__(self, burst: int, window: float) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or record.msg is SUMMARY or not isinstance(record.msg, str):
+            return True
+        event = record.msg
+        with self._lock:
+            window = self.windows.get(event)
+            if window is None or record.created - window.started >= self.window:
+                ended = window.left_out if window is not None else 0
+                window = self.windows[event] = _Window(record.created)
+            else:
+                ended = 0
+            window.written += 1
+            keep = window.written <= self.burst
+            if not keep:
+                window.left_out += 1
+        if ended:
+            self._summary(event, ended)
+        if not keep:
+            metrics.LOG_LINES_SUPPRESSED.labels(event=event).inc()
+        return keep
+
+    def flush(self, now: float) -> None:
+        """Summaries of the windows that ended; forget quiet events (the map stays small)."""
+        ended = []
+        with self._lock:
+            for event, window in list(self.windows.items()):
+                if now - window.started >= self.window:
+                    del self.windows[event]
+                    if window.left_out:
+                        ended.append((event, window.left_out))
+        for event, count in ended:
+            self._summary(event, count)
+
+    def _summary(self, event: str, count: int) -> None:
+        _summaries.info(SUMMARY, count, event, self.window, extra=fields(event=event, suppressed=count))
+
+
+_storms: _Storms | None = None
+
+
+def flush_suppressed(now: float | None = None) -> None:
+    """Write the summary lines of storm windows that have ended (the server calls this each second)."""
+    if _storms is not None:
+        _storms.flush(time.time() if now is None else now)
+
+
+def configure(
+    log_format: str = "text",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    burst: int = 100,
+    window: float = 10.0,
+) -> None:
+    """Send Clarion's, aiohttp's and asyncio's logs to ``stream`` (stderr) in ``log_format``
+    (``auto``: text on a terminal, else JSON), at most ``burst`` lines of an event per ``window`` s."""
+    global _storms
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    if log_format == "auto":
+        log_format = "text" if out.isatty() else "json"
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     threshold = logging.getLevelName(level.upper())
     handler.addFilter(_ClientFaults(threshold))
+    _storms = _Storms(burst, window)
+    handler.addFilter(_storms)
     for name in ("clarion", "aiohttp", "asyncio"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

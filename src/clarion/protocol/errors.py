@@ -54,9 +54,11 @@ class SubscriptionError(Exception):
 
 
 class ApiError(Exception):
-    """An HTTP API request was refused with ``status`` and a message for the caller."""
+    """An HTTP API request was refused with ``status`` and a message for the caller; ``auth`` names
+    the credential that failed (api_signature, api_timestamp, api_key), for the auth failure count."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, auth: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.auth = auth

@@ -39,6 +39,7 @@ class Send:
     error_code: int | None = None
     refused: str | None = None
     rate_limited: str | None = None  # which per-connection rate limit refused it
+    auth: str | None = None  # the credential it refuses (signin), for the auth failure count
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,12 @@ class Session:
             if event == "pusher:unsubscribe":
                 return self._unsubscribe(frame.data, now)
             if event == "pusher:signin":
-                return self._signin(frame.data)
+                try:
+                    return self._signin(frame.data)
+                except ProtocolError as exc:
+                    if exc.code != ErrorCode.UNAUTHORIZED:
+                        raise
+                    return [Send(messages.error(exc.code, exc.message), error_code=int(exc.code), auth="signin")]
             if event in ("clarion:resume", "clarion:rewind"):
                 return self._catch_up(event, frame.data, now)
             if event.startswith("client-"):

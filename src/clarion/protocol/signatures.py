@@ -95,20 +95,22 @@ def verify_api_query(
     lowered = {k.lower(): v for k, v in params.items()}
     for required in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
         if required not in lowered:
-            raise ApiError(401, f"Missing {required}")
+            raise ApiError(401, f"Missing {required}", auth="api_signature")
     if not _equal(lowered["auth_key"], key):
-        raise ApiError(401, "Unknown auth_key")
+        raise ApiError(401, "Unknown auth_key", auth="api_key")
     if lowered["auth_version"] != "1.0":
-        raise ApiError(401, "auth_version must be 1.0")
+        raise ApiError(401, "auth_version must be 1.0", auth="api_signature")
     raw_timestamp = lowered["auth_timestamp"]
     if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
-        raise ApiError(401, "auth_timestamp must be an integer")
+        raise ApiError(401, "auth_timestamp must be an integer", auth="api_timestamp")
     timestamp = int(raw_timestamp)
     if abs(now - timestamp) > window:
-        raise ApiError(401, f"Timestamp expired: it must be within {int(window)} s of server time")
+        raise ApiError(
+            401, f"Timestamp expired: it must be within {int(window)} s of server time", auth="api_timestamp"
+        )
     signature = lowered["auth_signature"]
     if not any(_equal(signature, sign_api_request(secret, method, path, params)) for path in paths):
-        raise ApiError(401, "Invalid signature")
+        raise ApiError(401, "Invalid signature", auth="api_signature")
 
 
 def verify_body_md5(params: Mapping[str, str], body: bytes) -> None:
@@ -117,9 +119,9 @@ def verify_body_md5(params: Mapping[str, str], body: bytes) -> None:
         return
     given = next((v for k, v in params.items() if k.lower() == "body_md5"), None)
     if given is None:
-        raise ApiError(401, "Missing body_md5")
+        raise ApiError(401, "Missing body_md5", auth="api_signature")
     if not _equal(given.lower(), body_md5(body)):
-        raise ApiError(401, "body_md5 does not match the body")
+        raise ApiError(401, "body_md5 does not match the body", auth="api_signature")
 
 
 def verify_api_request(

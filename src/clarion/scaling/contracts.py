@@ -20,7 +20,9 @@ SEP = "\x1f"  # joins ids inside one key or member (never in a channel name, use
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One encoded Pusher frame for one channel of one app; ``exclude`` is a socket_id to skip.
-    An event kept in history has its position (``epoch``, ``serial``) here and in the frame."""
+    An event kept in history has its position (``epoch``, ``serial``) here and in the frame.
+    ``received`` is the wall time (``time.time()``) at which the HTTP API received the publish on
+    the node that took it, 0 when it did not come from the API; it travels on the bus."""
 
     app_id: str
     channel: str
@@ -28,6 +30,7 @@ class Envelope:
     exclude: str | None = None
     serial: int = 0
     epoch: str = ""
+    received: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

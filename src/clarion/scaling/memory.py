@@ -144,7 +144,9 @@ class MemoryBackend:
         history.touched = now
         frame = with_position(envelope.frame, history.epoch, history.serial)
         history.entries.append((history.serial, now, frame))
-        return Envelope(envelope.app_id, envelope.channel, frame, envelope.exclude, history.serial, history.epoch)
+        return Envelope(
+            envelope.app_id, envelope.channel, frame, envelope.exclude, history.serial, history.epoch, envelope.received
+        )
 
     async def history(self, app_id: str, channel: str, *, after: int | None, limit: int, max_age: float) -> History:
         history = self.cluster.history.get((app_id, channel))

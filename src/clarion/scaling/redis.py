@@ -206,8 +206,11 @@ class RedisBackend:
     def _set_healthy(self, healthy: bool, error: str = "") -> None:
         if healthy == self._healthy:
             return
+        was = self._healthy
         self._healthy = healthy
         metrics.SCALING_UP.set(1 if healthy else 0)
+        if healthy and was is False:
+            metrics.SCALING_RECONNECTS.inc()
         if healthy:
             log.info("redis connected", extra=fields(node=self.node_id))
         else:
@@ -398,12 +401,19 @@ class RedisBackend:
         try:
             message = orjson.loads(raw)
             if message[0] == "e":
-                # ["e", app, channel, frame, exclude, serial, epoch, publish id]; older nodes sent
-                # the first five, or seven for a kept event.
+                # ["e", app, channel, frame, exclude, serial, epoch, publish id, API receipt time];
+                # older nodes sent the first five, or seven for a kept event, or eight.
                 if self._in_doubt and len(message) > 7 and self._in_doubt.pop(message[7], None) is not None:
                     return  # delivered locally when its command failed, and run by Redis after all
                 assert self._on_event is not None
-                if len(message) > 5:
+                if len(message) > 8:
+                    received = float(message[8] or 0)
+                    self._on_event(
+                        Envelope(
+                            message[1], message[2], message[3], message[4] or None, message[5], message[6], received
+                        )
+                    )
+                elif len(message) > 5:
                     self._on_event(Envelope(message[1], message[2], message[3], message[4] or None, *message[5:7]))
                 else:
                     self._on_event(Envelope(message[1], message[2], message[3], message[4]))
@@ -541,7 +551,17 @@ class RedisBackend:
     async def _send(self, envelope: Envelope, keep: Keep | None, publish_id: str, claim: str, claim_ms: int) -> bool:
         """One script: claim the publish (or its idempotency key), then publish (and keep)."""
         if keep is None:
-            message = ("e", envelope.app_id, envelope.channel, envelope.frame, envelope.exclude, 0, "", publish_id)
+            message = (
+                "e",
+                envelope.app_id,
+                envelope.channel,
+                envelope.frame,
+                envelope.exclude,
+                0,
+                "",
+                publish_id,
+                envelope.received,
+            )
             return bool(await self._publish(keys=[claim], args=[self._bus, orjson.dumps(message), claim_ms]))
         app_id, channel = envelope.app_id, envelope.channel
         serial = await self._publish_kept(
@@ -558,6 +578,7 @@ class RedisBackend:
                 new_epoch(),
                 publish_id,
                 claim_ms,
+                repr(envelope.received) if envelope.received else "",
             ],
         )
         return bool(serial)

@@ -22,7 +22,8 @@ return 1
 PUBLISH_KEPT = """
 -- KEYS: claim, position hash (e = epoch, s = serial), history stream.
 -- ARGV: bus, app, channel, frame, exclude, size, ttl ms, position ttl ms, epoch if new, publish id,
--- claim ttl ms. Returns the serial, or 0 when the claim was already taken (nothing done again).
+-- claim ttl ms, the API's receipt time (s, '' for none).
+-- Returns the serial, or 0 when the claim was already taken (nothing done again).
 -- The claim, the next serial, the stored entry and the bus message happen together, so every node
 -- sees events in serial order, history never misses one that was delivered, and a repeat of the
 -- script neither delivers nor stores the event twice.
@@ -40,7 +41,7 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local frame = string.sub(ARGV[4], 1, -2) .. ',"epoch":"' .. epoch .. '","serial":' .. serial .. '}'
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '0-' .. serial, 'f', frame, 't', now)
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-redis.call('PUBLISH', ARGV[1], cjson.encode({'e', ARGV[2], ARGV[3], frame, ARGV[5], serial, epoch, ARGV[10]}))
+redis.call('PUBLISH', ARGV[1], cjson.encode({'e', ARGV[2], ARGV[3], frame, ARGV[5], serial, epoch, ARGV[10], ARGV[12]}))
 return serial
 """
 

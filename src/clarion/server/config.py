@@ -39,8 +39,12 @@ class Settings(BaseModel):
     workers: Annotated[int, Field(ge=1, le=256), Env()] = 1
     tls_cert: Annotated[str | None, Env()] = None
     tls_key: Annotated[str | None, Env()] = None
-    log_format: Annotated[Literal["text", "json"], Env()] = "text"
+    # text for people (the default); json for log shippers; auto: text on a terminal, else json
+    log_format: Annotated[Literal["text", "json", "auto"], Env()] = "text"
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Env()] = "info"
+    # lines of one event (e.g. "connection opened") per window; past them, one summary line
+    log_burst: Annotated[int, Field(ge=1, le=1_000_000), Env()] = 100
+    log_window: Annotated[float, Field(ge=0.1, le=3600), Env()] = 10.0
     pong_timeout: Annotated[float, Field(gt=0, le=600), Env()] = 30.0
     handshake_timeout: Annotated[float, Field(gt=0, le=600), Env()] = 10.0
     # an HTTP API body, once its request line passed

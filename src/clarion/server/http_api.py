@@ -33,6 +33,7 @@ log = logging.getLogger("clarion.api")
 
 # The node, as the aiohttp application carries it.
 NODE: web.AppKey[Node] = web.AppKey("clarion_node")
+RECEIVED = "clarion_received"  # a request's key: the wall time it reached the HTTP API
 
 HISTORY_TOKEN_HEADER = "X-Clarion-History-Token"  # noqa: S105 - a header name, not a secret
 # Refusals after which the connection is closed rather than kept alive: the rest of the body
@@ -147,6 +148,7 @@ def signed(
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        request[RECEIVED] = time.time()
         node = request.app[NODE]
         status = 200
         app: App | None = None
@@ -169,7 +171,7 @@ def signed(
                     now=time.time(),
                 )
                 if request.body_exists and not any(k.lower() == "body_md5" for k in params):
-                    raise ApiError(401, "Missing body_md5")
+                    raise ApiError(401, "Missing body_md5", auth="api_signature")
                 body = await read_body(request, body_limit(app), node.settings.body_timeout)
                 verify_body_md5(params, body)
             if not app.enabled:
@@ -181,6 +183,8 @@ def signed(
             return web.json_response(answer, dumps=messages.dumps, headers=headers)
         except ApiError as exc:
             status = exc.status
+            if exc.auth is not None:
+                metrics.AUTH_FAILURES.labels(kind=exc.auth).inc()
             log.info(
                 "api request refused",
                 extra=fields(
@@ -188,6 +192,7 @@ def signed(
                     endpoint=endpoint,
                     status=status,
                     error=exc.message[:300],
+                    auth=exc.auth,
                     remote=_remote(request),
                 ),
             )
@@ -233,19 +238,24 @@ def idempotency_key(request: web.Request, app: App) -> str | None:
     raise ApiError(400, "Idempotency-Key must be one header of 1 to 128 printable ASCII characters")
 
 
-async def _publish(node: Node, app: App, trigger: api.Trigger, key: str | None, index: int) -> None:
+async def _publish(
+    node: Node, app: App, trigger: api.Trigger, key: str | None, index: int, request: web.Request
+) -> None:
     """Publish one event of a request (``index`` in its batch); with an idempotency key, each
     event and channel at most once within ``CLARION_IDEMPOTENCY_TTL``."""
+    received: float = request.get(RECEIVED, 0.0)
     for channel in trigger.channels:
         frame = messages.channel_event(trigger.name, channel, trigger.data)
         once = Once.for_event(key, index, channel, node.settings.idempotency_ttl) if key is not None else None
-        await node.publish(app, channel, frame, trigger.socket_id, "api", data=trigger.data, once=once)
+        await node.publish(
+            app, channel, frame, trigger.socket_id, "api", data=trigger.data, once=once, received=received
+        )
 
 
 async def trigger_event(request: web.Request, node: Node, app: App, body: bytes) -> Any:
     key = idempotency_key(request, app)
     trigger = api.parse_trigger_body(body, app)
-    await _publish(node, app, trigger, key, 0)
+    await _publish(node, app, trigger, key, 0, request)
     await node.settle()
     if not trigger.info:
         return {}
@@ -256,7 +266,7 @@ async def trigger_batch(request: web.Request, node: Node, app: App, body: bytes)
     key = idempotency_key(request, app)
     batch = api.parse_batch_body(body, app)
     for index, trigger in enumerate(batch):
-        await _publish(node, app, trigger, key, index)
+        await _publish(node, app, trigger, key, index, request)
     await node.settle()
     if not any(trigger.info for trigger in batch):
         return {}
@@ -295,7 +305,7 @@ def authorize_browser(request: web.Request, app: App) -> dict[str, str]:
     and browser history would keep it). The answer's CORS headers."""
     query = request.query
     if query.get("auth_key") != app.key:
-        raise ApiError(401, "auth_key must be the app key (or sign the request as an HTTP API call)")
+        raise ApiError(401, "auth_key must be the app key (or sign the request as an HTTP API call)", auth="api_key")
     if "socket_id" in query or "auth" in query:
         raise ApiError(401, f"socket_id and auth are no longer accepted here: send the {HISTORY_TOKEN_HEADER} header")
     origin = request.headers.get("Origin")
@@ -308,10 +318,10 @@ def authorize_browser(request: web.Request, app: App) -> dict[str, str]:
     if kind.needs_auth:
         token = request.headers.get(HISTORY_TOKEN_HEADER)
         if token is None:
-            raise ApiError(401, f"This channel needs the {HISTORY_TOKEN_HEADER} header")
+            raise ApiError(401, f"This channel needs the {HISTORY_TOKEN_HEADER} header", auth="channel_auth")
         problem = history_token_problem(app.key, app.secret, channel, token, time.time())
         if problem is not None:
-            raise ApiError(401, problem)
+            raise ApiError(401, problem, auth="channel_auth")
     return cors_headers(request, app)
 
 

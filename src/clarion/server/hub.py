@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..observability.metrics import AppMetrics
 from ..protocol.app import App
 from ..protocol.session import Member, Session
 from . import fanout, taps
@@ -142,6 +143,7 @@ class AppHub:
         "connections",
         "counts_due",
         "fan",
+        "metrics",
         "taps",
         "users",
         "watchers",
@@ -157,6 +159,7 @@ class AppHub:
         self.cache_miss_reported: set[str] = set()
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
         self.taps: list[taps.Tap] = []  # open debug consoles (server/taps.py); empty costs one test
+        self.metrics = AppMetrics(app.id)
 
     # --- membership -------------------------------------------------------------------------
 
@@ -174,6 +177,9 @@ class AppHub:
             sockets[conn.socket_id] = member.user_info
         if created:
             self.channels[name] = channel
+            self.metrics.channels.inc()
+        if conn.socket_id not in channel.sockets:
+            self.metrics.subscriptions.inc()
         channel.sockets[conn.socket_id] = conn
         if channel.joined_at is not None:
             channel.joined_at[conn.socket_id] = channel.last
@@ -191,6 +197,7 @@ class AppHub:
         channel = self.channels.get(name)
         if channel is None or channel.sockets.pop(conn.socket_id, None) is None:
             return None
+        self.metrics.subscriptions.dec()
         channel.catching.pop(conn.socket_id, None)
         if channel.joined_at is not None:
             channel.joined_at.pop(conn.socket_id, None)
@@ -205,6 +212,7 @@ class AppHub:
         vacated = not channel.sockets
         if vacated:
             del self.channels[name]
+            self.metrics.channels.dec()
         if self.taps:
             self._tap_membership("unsubscribed", "vacated" if vacated else None, conn, name, member)
         return Left(vacated=vacated, member_removed=member_removed)

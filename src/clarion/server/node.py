@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Coroutine
 from typing import Any, assert_never
 
@@ -135,7 +136,13 @@ class Node:
         else:
             sent = hub.broadcast_run(first.channel, [(text_frame(e.frame), e.serial, e.epoch) for e in run])
         if sent:
-            metrics.DELIVERIES.inc(sent)
+            hub.metrics.deliveries.inc(sent)
+            # Per event, never per socket: how long from the API's receipt to these writes.
+            now = time.time()
+            latency = hub.metrics.latency
+            for envelope in run:
+                if envelope.received:
+                    latency.observe(max(0.0, now - envelope.received))
 
     def on_control(self, message: Control) -> None:
         hub = self.hubs.get(message.app_id)
@@ -175,11 +182,13 @@ class Node:
         source: str,
         data: str | None = None,
         once: Once | None = None,
+        received: float = 0.0,
     ) -> None:
-        metrics.EVENTS_PUBLISHED.labels(source=source).inc()
         hub = self.hubs.get(app.id)
-        if hub is not None and hub.taps:
-            taps.published(hub.taps, app.debug_payloads, channel, frame, source, exclude)
+        if hub is not None:
+            hub.metrics.publish(source)
+            if hub.taps:
+                taps.published(hub.taps, app.debug_payloads, channel, frame, source, exclude)
         keep = None
         if data is not None:
             # Server events only: Pusher never caches client events, and they are not history.
@@ -188,7 +197,7 @@ class Node:
             rule = app.history_for(channel)
             if rule is not None:
                 keep = Keep(rule.size, rule.ttl)
-        await self.backend.publish(Envelope(app.id, channel, frame, exclude), keep, once)
+        await self.backend.publish(Envelope(app.id, channel, frame, exclude, received=received), keep, once)
 
     async def terminate_user(self, app: App, user_id: str) -> None:
         """Close every socket signed in as ``user_id``, on every node."""
@@ -199,7 +208,7 @@ class Node:
     def answer(self, conn: Socket, action: Send) -> None:
         """Send a frame the session decided on, counting and logging errors and refusals."""
         if action.error_code is not None:
-            refusals.protocol_error(conn, action.error_code)
+            refusals.protocol_error(conn, action.error_code, action.auth)
         elif action.refused is not None:
             refusals.subscription_refused(conn, action.frame, action.rate_limited)
         conn.send(action.frame)
@@ -235,6 +244,7 @@ class Node:
 
     async def _relay(self, hub: AppHub, conn: Socket, action: Publish) -> None:
         """A client event, to the channel's other subscribers (and its webhook)."""
+        hub.metrics.client_events.inc()
         frame = messages.channel_event(action.event, action.channel, action.data, action.user_id)
         await self.publish(hub.app, action.channel, frame, conn.socket_id, "client")
         self.shared.webhook(
@@ -254,8 +264,12 @@ class Node:
     # --- housekeeping -----------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Once a second: due webhooks and throttled counts."""
+        """Once a second: due webhooks and throttled counts; gauges read rather than kept."""
         self.webhooks.tick(self.shared.clock())
+        metrics.WEBHOOK_QUEUE_DEPTH.set(self.webhooks.depth())
+        if metrics.MULTIPROCESS:
+            # A scrape on another worker reads this worker's figures from its file.
+            metrics.refresh_process()
         await self.counts.flush()
 
     async def heartbeat(self) -> None:

@@ -14,9 +14,12 @@ from .hub import Socket
 log = logging.getLogger("clarion.server")
 
 
-def protocol_error(conn: Socket, code: int) -> None:
-    """A ``pusher:error`` frame is going out."""
+def protocol_error(conn: Socket, code: int, auth: str | None = None) -> None:
+    """A ``pusher:error`` frame is going out (``auth``: it refuses that credential)."""
     metrics.PROTOCOL_ERRORS.labels(code=str(code)).inc()
+    if auth is not None:
+        metrics.AUTH_FAILURES.labels(kind=auth).inc()
+        log.info("auth failed", extra=fields(app_id=conn.session.app.id, socket_id=conn.socket_id, kind=auth))
     if code == ErrorCode.CLIENT_EVENT_REJECTED:
         log.info("client event rejected", extra=fields(app_id=conn.session.app.id, socket_id=conn.socket_id))
 
@@ -27,6 +30,8 @@ def subscription_refused(conn: Socket, frame: str, rate_limited: str | None = No
     data: Any = parsed.data
     kind = data.get("type", "unknown") if isinstance(data, dict) else "unknown"
     metrics.SUBSCRIPTIONS_REFUSED.labels(type=kind).inc()
+    if kind == "AuthError":
+        metrics.AUTH_FAILURES.labels(kind="channel_auth").inc()
     if rate_limited is not None:
         metrics.RATE_LIMITED.labels(what=rate_limited).inc()
     log.info(

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..observability import logs, metrics
 from ..scaling.contracts import Backend
@@ -48,7 +48,8 @@ async def not_upgraded(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Under workers a scrape lands on any one of them and reads every worker's figures.
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _sweep(node: Node) -> None:
@@ -57,6 +58,7 @@ async def _sweep(node: Node) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
+        logs.flush_suppressed()
         now = loop.time()
         for hub in node.hubs.values():
             for conn in list(hub.connections.values()):
@@ -185,7 +187,8 @@ def dev_banner(settings: Settings, port: int) -> str:
 
 async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
     """Run until SIGINT/SIGTERM."""
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, burst=settings.log_burst, window=settings.log_window)
+    metrics.DRAINING.set(0)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(LoopErrors())
     application = build_app(settings)

@@ -299,6 +299,12 @@ class Webhooks:
         for hooks in self.per_app.values():
             hooks.tick(now)
 
+    def depth(self) -> int:
+        """Events waiting to be sent, queued or waiting for a retry, over every target."""
+        return sum(
+            sender.queue.qsize() + sender.retrying_events for hooks in self.per_app.values() for sender in hooks.senders
+        )
+
     async def close(self, drain: float = 2.0) -> None:
         """Send what is held and queued, for at most ``drain`` seconds, then stop."""
         for hooks in self.per_app.values():

@@ -8,12 +8,16 @@ so a socket on one worker receives events published on another like any cross-ho
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+
+from prometheus_client import multiprocess
 
 from .config import Settings
 
@@ -40,6 +44,8 @@ class Supervisor:
         self.ready: set[int] = set()
         self.stopping = False
         self._ready_changed = threading.Condition()
+        # The workers' metric files: a scrape on any worker reads them all (observability.metrics).
+        self.metrics_dir = tempfile.mkdtemp(prefix="clarion-metrics-")
 
     def _spawn(self, index: int) -> None:
         env = {
@@ -49,6 +55,7 @@ class Supervisor:
             "CLARION_WORKERS": "1",
             "CLARION_WORKER_INDEX": str(index),
             "CLARION_SUPERVISOR_PID": str(os.getpid()),
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             "PYTHONUNBUFFERED": "1",
         }
         args = [sys.executable, "-m", "clarion", "serve"]
@@ -110,6 +117,8 @@ class Supervisor:
                     flush=True,
                 )
                 self.ready.discard(index)
+                # Its gauges leave the sums (its counters stay in the totals).
+                multiprocess.mark_process_dead(proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
                 time.sleep(delay)
                 backoff[index] = min(backoff[index] * 2, RESTART_BACKOFF_MAX)
                 if not self.stopping:
@@ -136,3 +145,4 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
