@@ -113,3 +113,16 @@ WEBHOOK_DROPPED = Counter(
     ["event_type", "reason"],
     registry=REGISTRY,
 )
+
+# Capacity and protection
+ACCEPT_ERRORS = Counter(
+    "clarion_accept_errors_total",
+    "Connections the listening socket failed to accept, by errno: EMFILE, ENFILE, other",
+    ["errno"],
+    registry=REGISTRY,
+)
+CAPACITY_SATURATED = Gauge(
+    "clarion_capacity_saturated",
+    "1 while new WebSocket connections are refused (503) for lack of descriptors or capacity",
+    registry=REGISTRY,
+)
