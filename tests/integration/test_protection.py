@@ -28,7 +28,7 @@ async def test_the_connection_rate_per_address_allows_its_burst_then_429_then_ag
     server = server_factory(
         {
             **LIMIT_LOOPBACK,
-            "CLARION_IP_CONNECTION_RATE": "1",
+            "CLARION_IP_CONNECTION_RATE": "0.2",  # a token every 5 s: no refill inside the test's steps
             "CLARION_IP_CONNECTION_BURST": "3",
             "CLARION_IP_MAX_CONNECTIONS": "0",
         }
@@ -47,7 +47,7 @@ async def test_the_connection_rate_per_address_allows_its_burst_then_429_then_ag
     async def admitted() -> bool:
         return (await upgrade_status(server))[0] == 101
 
-    await wait_for(admitted, timeout=5, interval=0.1)  # the bucket refills at 1 a second
+    await wait_for(admitted, timeout=10, interval=0.2)  # the bucket refills within 5 s
 
 
 async def test_loopback_is_exempt_by_default(server_factory) -> None:
@@ -123,13 +123,13 @@ async def trigger(server: Any) -> tuple[int, dict[str, str], Any]:
 
 
 async def test_the_api_rate_limit_per_app_answers_429_with_retry_after(server_factory) -> None:
-    server = server_factory({"CLARION_API_RATE_LIMIT": "1", "CLARION_API_BURST": "2"})
+    server = server_factory({"CLARION_API_RATE_LIMIT": "0.2", "CLARION_API_BURST": "2"})
     for _ in range(2):
         assert (await trigger(server))[0] == 200
     status, headers, answer = await trigger(server)
     assert status == 429, answer
     assert answer == {"error": "API rate limit exceeded"}
-    assert 1 <= int(headers["Retry-After"]) <= 2
+    assert 4 <= int(headers["Retry-After"]) <= 5  # one token at 0.2 a second
     for _ in range(10):
         assert (await trigger(server))[0] == 429
     assert await sample(server, "clarion_rate_limited_total", what="api") == 11
@@ -142,7 +142,7 @@ async def test_the_api_rate_limit_per_app_answers_429_with_retry_after(server_fa
     async def allowed() -> bool:
         return (await trigger(server))[0] == 200
 
-    await wait_for(allowed, timeout=5, interval=0.2)
+    await wait_for(allowed, timeout=10, interval=0.5)
 
 
 async def test_an_app_without_an_api_rate_limit_is_not_limited(server_factory) -> None:
