@@ -129,3 +129,12 @@ def test_api_limits_retry_after() -> None:
     clock.advance(2.0)
     assert limits.retry_after("1", 0.5, 2) is None
     assert limits.retry_after("2", 0.5, 2) is None  # each app its own bucket
+
+
+def test_a_bad_cidr_list_stops_the_start_naming_the_setting() -> None:
+    from clarion.server.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_settings(environ={"CLARION_TRUSTED_PROXIES": "10.0.0.0/99"})
+    settings = load_settings(environ={"CLARION_RATE_LIMIT_EXEMPT": "none", "CLARION_FD_RESERVE": "0"})
+    assert networks(settings.rate_limit_exempt) == () and settings.fd_reserve == 0
