@@ -3,7 +3,8 @@
 # lint, types, unit, contract, integration and compatibility tests with the real pusher-js,
 # laravel-echo and the official pusher SDK; the Vue client's suites (scripts/test-vue.sh); the
 # reference app's end-to-end tests in Chromium (scripts/test-app.sh; its backend tests are in the
-# pytest run); then the integration and compatibility suites again with Redis scaling.
+# pytest run); the dashboard in Chromium (tests/browser); then the integration and compatibility
+# suites again with Redis scaling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ if [ $# -eq 0 ]; then
   .venv/bin/pytest -n "$WORKERS" --cov --cov-report=term
   scripts/test-vue.sh
   scripts/test-app.sh
+  echo "== the dashboard in Chromium (screenshot in tests/browser/artifacts/)"
+  (cd tests/browser && node --test --test-concurrency=1 .)
   # The same protocol suites again with every server joined through Redis: the Redis twin must
   # behave exactly like the memory one (the contract suite already ran against both above).
   echo "== pytest (CLARION_SCALING=redis)"

@@ -113,6 +113,15 @@ WEBHOOK_DROPPED = Counter(
     ["event_type", "reason"],
     registry=REGISTRY,
 )
+# The dashboard (server/dashboard.py).
+DASHBOARD_REFUSED = Counter(
+    "clarion_dashboard_refused_total", "Dashboard requests refused: no valid admin token", registry=REGISTRY
+)
+DASHBOARD_CONSOLE_DROPPED = Counter(
+    "clarion_dashboard_console_dropped_total",
+    "Events not shown in a debug console because its queue was full (the browser read too slowly)",
+    registry=REGISTRY,
+)
 
 # Capacity and protection
 ACCEPT_ERRORS = Counter(

@@ -138,6 +138,8 @@ class App:
     api_burst: Annotated[int | None, Ge(1), Le(10_000_000), Env()] = None
     webhook_url: Annotated[str | None, MaxLen(2048), matches(URL), Env()] = None  # a target for every event type
     webhooks: tuple[WebhookTarget, ...] = ()
+    # The dashboard's debug console shows event data and user ids only when this is on.
+    debug_payloads: Annotated[bool, Env()] = False
 
     @property
     def webhook_targets(self) -> tuple[WebhookTarget, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ..protocol.app import App
 from ..protocol.settings import Env
@@ -67,6 +67,11 @@ class Settings(BaseModel):
     ip_max_connections: Annotated[int, Field(ge=0, le=10_000_000), Env()] = 500  # open sockets per IP; 0 = off
     rate_limit_exempt: Annotated[str, Env()] = "127.0.0.0/8,::1/128"  # CIDR list the per-IP limits skip
     trusted_proxies: Annotated[str, Env()] = ""  # CIDR list whose X-Forwarded-For is believed
+    # The dashboard at /dashboard (server/dashboard.py): off (404) while no admin token is set.
+    admin_token: Annotated[SecretStr | None, Field(min_length=16, max_length=256), Env()] = None
+    dashboard_interval: Annotated[float, Field(ge=0.1, le=60), Env()] = 1.0  # seconds between samples
+    dashboard_samples: Annotated[int, Field(ge=10, le=36_000), Env()] = 600  # samples kept (10 min at 1 s)
+    dashboard_console_queue: Annotated[int, Field(ge=10, le=100_000), Env()] = 1000  # events per console
     apps: list[App] = Field(default_factory=list)
     dev_app: bool = False  # set when no app was configured and the development app is in use
 

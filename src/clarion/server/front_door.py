@@ -22,6 +22,7 @@ from ..observability import metrics
 from ..observability.logs import fields
 from ..protocol.errors import ErrorCode
 from ..protocol.session import Session
+from . import taps
 from .connection import CLOSE_TIMEOUT, Connection, hang_up, refuse, remote
 from .limits import client_address
 from .node import Node
@@ -242,6 +243,8 @@ class FrontDoor(asyncio.Protocol):
         admission.opened(conn.socket_id, address)
         metrics.CONNECTIONS.labels(app_id=app.id).inc()
         metrics.CONNECTIONS_OPENED.labels(app_id=app.id).inc()
+        if hub.taps:
+            taps.emit(hub.taps, "connected", socket_id=conn.socket_id)
         log.info(
             "connection opened",
             extra=fields(app_id=app.id, socket_id=conn.socket_id, remote=remote(transport)),

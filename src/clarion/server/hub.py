@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..protocol.app import App
 from ..protocol.session import Member, Session
-from . import fanout
+from . import fanout, taps
 from .fanout import Subscriber
 
 # Live frames held for one socket while its history is read; past this, it must refetch instead.
@@ -142,6 +142,7 @@ class AppHub:
         "connections",
         "counts_due",
         "fan",
+        "taps",
         "users",
         "watchers",
     )
@@ -155,6 +156,7 @@ class AppHub:
         self.watchers: dict[str, dict[str, Socket]] = {}  # watched user_id → watching sockets
         self.cache_miss_reported: set[str] = set()
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
+        self.taps: list[taps.Tap] = []  # open debug consoles (server/taps.py); empty costs one test
 
     # --- membership -------------------------------------------------------------------------
 
@@ -175,6 +177,8 @@ class AppHub:
         channel.sockets[conn.socket_id] = conn
         if channel.joined_at is not None:
             channel.joined_at[conn.socket_id] = channel.last
+        if self.taps:
+            self._tap_membership("subscribed", "occupied" if created else None, conn, name, member)
         return Joined(occupied=created, member_added=member_added)
 
     def has_member(self, name: str, user_id: str) -> bool:
@@ -201,7 +205,16 @@ class AppHub:
         vacated = not channel.sockets
         if vacated:
             del self.channels[name]
+        if self.taps:
+            self._tap_membership("unsubscribed", "vacated" if vacated else None, conn, name, member)
         return Left(vacated=vacated, member_removed=member_removed)
+
+    def _tap_membership(self, kind: str, then: str | None, conn: Socket, name: str, member: Member | None) -> None:
+        # A user id is personal data: shown only where the app shows payloads.
+        user = {"user_id": member.user_id} if member is not None and self.app.debug_payloads else {}
+        taps.emit(self.taps, kind, channel=name, socket_id=conn.socket_id, **user)
+        if then is not None:
+            taps.emit(self.taps, then, channel=name)
 
     # --- users ------------------------------------------------------------------------------
 

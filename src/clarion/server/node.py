@@ -27,7 +27,7 @@ from ..protocol.app import App
 from ..protocol.channels import kind_of
 from ..protocol.session import Action, CatchUp, Close, Join, Leave, Publish, Send, SignIn
 from ..scaling.contracts import Backend, Control, Envelope, Keep, Once, Reaped, Restored
-from . import fanout, limits, refusals
+from . import fanout, limits, refusals, taps
 from .catch_up import CatchUps
 from .config import Settings
 from .counts import Counts
@@ -179,6 +179,9 @@ class Node:
         once: Once | None = None,
     ) -> None:
         metrics.EVENTS_PUBLISHED.labels(source=source).inc()
+        hub = self.hubs.get(app.id)
+        if hub is not None and hub.taps:
+            taps.published(hub.taps, app.debug_payloads, channel, frame, source, exclude)
         keep = None
         if data is not None:
             # Server events only: Pusher never caches client events, and they are not history.
@@ -244,6 +247,8 @@ class Node:
         """The socket is gone: leave every channel it was on, and sign its user out."""
         hub = self.hubs[conn.session.app.id]
         hub.connections.pop(conn.socket_id, None)
+        if hub.taps:
+            taps.emit(hub.taps, "disconnected", socket_id=conn.socket_id, reason=getattr(conn, "reason", None))
         for channel, member in conn.session.gone():
             await self.joins.leave(hub, conn, Leave(channel, member))
         await self.users.sign_out(hub, conn)

@@ -18,7 +18,7 @@ from ..observability import logs, metrics
 from ..scaling.contracts import Backend
 from ..scaling.memory import MemoryBackend
 from ..tasks import cancel_and_wait
-from . import http_api, limits
+from . import dashboard, http_api, limits
 from .config import Settings
 from .front_door import FrontDoor
 from .http_api import NODE
@@ -168,6 +168,7 @@ def build_app(settings: Settings) -> web.Application:
     application.router.add_get("/health", health)
     application.router.add_get("/ready", ready)
     application.router.add_get("/metrics", prometheus)
+    dashboard.add_routes(application, settings, node.hubs)  # only with CLARION_ADMIN_TOKEN
     return application
 
 
