@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -67,9 +68,10 @@ def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
 
 @contextlib.contextmanager
 def run_server(
-    env: dict[str, str] | None = None, config: str | None = None, tmp: Path | None = None
+    env: dict[str, str] | None = None, config: str | None = None, tmp: Path | None = None, nofile: int | None = None
 ) -> Iterator[RunningServer]:
-    """Start ``clarion serve`` on a free port and wait for its ready line."""
+    """Start ``clarion serve`` on a free port and wait for its ready line (``nofile``: with that
+    hard and soft descriptor limit)."""
     full_env = {
         **os.environ,
         "CLARION_HOST": "127.0.0.1",
@@ -90,8 +92,16 @@ def run_server(
         for name in ("CLARION_APP_ID", "CLARION_APP_KEY", "CLARION_APP_SECRET"):
             full_env.pop(name)
     full_env.update(env or {})
+    limit = None if nofile is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     proc = subprocess.Popen(
-        args, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        args,
+        env=full_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        preexec_fn=limit,  # setrlimit only: safe between fork and exec
     )
     output: list[str] = []
     assert proc.stdout is not None
@@ -142,8 +152,8 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
     """Start servers with extra environment or a TOML config; all are stopped after the test."""
     stack = contextlib.ExitStack()
 
-    def start(env: dict[str, str] | None = None, config: str | None = None) -> RunningServer:
-        return stack.enter_context(run_server(env=env, config=config, tmp=tmp_path))
+    def start(env: dict[str, str] | None = None, config: str | None = None, nofile: int | None = None) -> RunningServer:
+        return stack.enter_context(run_server(env=env, config=config, tmp=tmp_path, nofile=nofile))
 
     with stack:
         yield start

@@ -28,6 +28,7 @@ from clarion.protocol.session import Session
 from clarion.server import fanout
 from clarion.server.connection import Connection
 from clarion.server.frames import text_frame
+from clarion.server.limits import Admission
 
 APP = App(id="1", key="key", secret="secret-secret")
 FANS = {"native": fanout.fanout_native, "python": fanout.fanout_python}
@@ -38,7 +39,18 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 
 
 class _Node:
-    """What a Connection asks of its node here: to run its clean-up task."""
+    """What a Connection asks of its node here: to run its clean-up task and count it out."""
+
+    admission = Admission(
+        fd_limit=1024,
+        fd_reserve=0,
+        max_node_connections=None,
+        ip_connection_rate=0,
+        ip_connection_burst=1,
+        ip_max_connections=0,
+        exempt=(),
+        trusted_proxies=(),
+    )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         coro.close()

@@ -89,3 +89,23 @@ def test_with_no_time_between_errors_only_the_interval_decides(interval: float, 
     finally:
         loop.close()
     assert len([r for r in caplog.records if r.name == "clarion.loop"]) == (3 if interval == 0 else 1)
+
+
+def test_accept_failures_are_counted_by_errno_and_other_errors_are_not() -> None:
+    def accept_errors(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value("clarion_accept_errors_total", {"errno": name}) or 0.0
+
+    handler = LoopErrors(interval=10.0, clock=Clock())
+    loop = asyncio.new_event_loop()
+    before = {name: accept_errors(name) for name in ("EMFILE", "ENFILE", "other")}
+    try:
+        for _ in range(3):
+            handler(loop, {"message": ACCEPT, "exception": emfile()})
+        handler(loop, {"message": ACCEPT, "exception": OSError(errno.ENFILE, "File table overflow")})
+        handler(loop, {"message": ACCEPT, "exception": OSError(errno.ENOBUFS, "No buffer space")})
+        handler(loop, {"message": "Fatal read error on socket transport", "exception": emfile()})
+    finally:
+        loop.close()
+    assert accept_errors("EMFILE") - before["EMFILE"] == 3
+    assert accept_errors("ENFILE") - before["ENFILE"] == 1
+    assert accept_errors("other") - before["other"] == 1

@@ -288,3 +288,18 @@ def exposition() -> bytes:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+# Capacity and protection
+ACCEPT_ERRORS = Counter(
+    "clarion_accept_errors_total",
+    "Connections the listening socket failed to accept, by errno: EMFILE, ENFILE, other",
+    ["errno"],
+    registry=REGISTRY,
+)
+CAPACITY_SATURATED = Gauge(
+    "clarion_capacity_saturated",
+    "1 while new WebSocket connections are refused (503) for lack of descriptors or capacity (the most over workers)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)

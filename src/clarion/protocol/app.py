@@ -132,6 +132,10 @@ class App:
     history: Annotated[tuple[HistoryRule, ...], Check(_history_text, before=True), Check(_distinct_prefixes), Env()] = (
         DEFAULT_HISTORY
     )
+    # HTTP API requests a second for this app (a token bucket per worker), bursts up to api_burst
+    # (default: the rate); past it, 429 with Retry-After. None: no limit.
+    api_rate_limit: Annotated[float | None, Gt(0), Le(1_000_000), Env()] = None
+    api_burst: Annotated[int | None, Ge(1), Le(10_000_000), Env()] = None
     webhook_url: Annotated[str | None, MaxLen(2048), matches(URL), Env()] = None  # a target for every event type
     webhooks: tuple[WebhookTarget, ...] = ()
     # The dashboard's debug console shows event data and user ids only when this is on.

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from ..protocol.app import App
 from ..protocol.settings import Env
+from .cidr import networks
 
 DEV_APP = {"id": "1", "key": "clarion-key", "secret": "clarion-secret"}
 
@@ -61,6 +62,15 @@ class Settings(BaseModel):
     webhook_retry_for: Annotated[float, Field(ge=0, le=24 * 3600), Env()] = 300.0
     webhook_timeout: Annotated[float, Field(gt=0, le=120), Env()] = 5.0
     webhook_queue: Annotated[int, Field(ge=10, le=10_000_000), Env()] = 10_000
+    # Capacity and protection (docs/operations/capacity.md). WebSockets past capacity get 503, past
+    # a per-IP limit 429, before the upgrade.
+    fd_reserve: Annotated[int, Field(ge=0, le=1_000_000), Env()] = 128  # descriptors kept from WebSockets
+    max_node_connections: Annotated[int | None, Field(ge=1), Env()] = None  # all apps, per worker
+    ip_connection_rate: Annotated[float, Field(ge=0, le=100_000), Env()] = 20.0  # new sockets/s per IP; 0 = off
+    ip_connection_burst: Annotated[int, Field(ge=1, le=1_000_000), Env()] = 50
+    ip_max_connections: Annotated[int, Field(ge=0, le=10_000_000), Env()] = 500  # open sockets per IP; 0 = off
+    rate_limit_exempt: Annotated[str, Env()] = "127.0.0.0/8,::1/128"  # CIDR list the per-IP limits skip
+    trusted_proxies: Annotated[str, Env()] = ""  # CIDR list whose X-Forwarded-For is believed
     # The dashboard at /dashboard (server/dashboard.py): off (404) while no admin token is set.
     admin_token: Annotated[SecretStr | None, Field(min_length=16, max_length=256), Env()] = None
     dashboard_interval: Annotated[float, Field(ge=0.1, le=60), Env()] = 1.0  # seconds between samples
@@ -73,6 +83,11 @@ class Settings(BaseModel):
     def _check(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        for name in ("rate_limit_exempt", "trusted_proxies"):
+            try:
+                networks(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         seen_ids: set[str] = set()
         seen_keys: set[str] = set()
         for app in self.apps:

@@ -36,6 +36,7 @@ from ..protocol.errors import ErrorCode
 from ..protocol.session import Action, Send, Session
 from . import frames
 from .frames import Binary, Closed, Failed, Ping, Pong, WebSocket, text_frame
+from .limits import Admission
 
 
 class Node(Protocol):
@@ -49,6 +50,9 @@ class Node(Protocol):
     def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
 
     async def drop(self, conn: Connection) -> None: ...
+
+    @property
+    def admission(self) -> Admission: ...
 
 
 log = logging.getLogger("clarion.connection")
@@ -284,6 +288,7 @@ class Connection(asyncio.Protocol):
         # Before the loop closes the socket: a freed descriptor number must not stay in out_fd.
         self.closing = True
         self.out_fd = -1
+        self.node.admission.closed(self.socket_id)
         # A worker still carrying out shared-state actions is left to finish, not cancelled: it
         # takes back what it added for a socket that is gone (Node._join) and then stops, while a
         # cancel landing between two Redis commands would leave a count or a member behind.

@@ -24,6 +24,7 @@ from ..protocol.errors import ErrorCode
 from ..protocol.session import Session
 from . import taps
 from .connection import CLOSE_TIMEOUT, Connection, hang_up, refuse, remote
+from .limits import client_address
 from .node import Node
 
 log = logging.getLogger("clarion.connection")
@@ -33,6 +34,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Room for the envelope around an event's data (channel, event name, channel_data, auth).
 FRAME_OVERHEAD = 8 * 1024
 SUPPORTED_PROTOCOLS = range(4, 8)
+RETRY_AFTER = 5  # seconds, in the Retry-After of a WebSocket refused by a limit
 
 
 def version_problem(query: dict[str, str]) -> tuple[ErrorCode, str] | None:
@@ -177,15 +179,18 @@ class FrontDoor(asyncio.Protocol):
         protocol.data_received(bytes(self._buffer))
         self._buffer = bytearray()
 
-    def _answer(self, status: int, message: str) -> None:
-        """Refuse a broken handshake with an HTTP status, counted and logged."""
+    def _answer(self, status: int, message: str, retry_after: int | None = None) -> None:
+        """Refuse a handshake with an HTTP status, counted and logged (refusals by a limit are
+        logged by ``Admission``, aggregated: a storm of them must not become a storm of lines)."""
         assert self.transport is not None
         metrics.CONNECTIONS_REFUSED.labels(code=str(status)).inc()
-        log.info("handshake refused", extra=fields(status=status, error=message, remote=remote(self.transport)))
+        if retry_after is None:
+            log.info("handshake refused", extra=fields(status=status, error=message, remote=remote(self.transport)))
         body = message.encode()
+        retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
         self.transport.write(
             f"HTTP/1.1 {status} {message[:80]}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode()
+            f"{retry}Connection: close\r\n\r\n".encode()
             + body
         )
         self.transport.close()
@@ -196,6 +201,15 @@ class FrontDoor(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         node = self.node
+        admission = node.admission
+        address = client_address(remote(transport), upgrade.headers.get("x-forwarded-for"), admission.trusted_proxies)
+        refused = admission.admit(address)
+        if refused is not None:
+            status, message, limit = refused
+            if limit is not None:
+                metrics.RATE_LIMITED.labels(what=limit).inc()
+            self._answer(status, message, RETRY_AFTER)
+            return
         app = node.apps_by_key.get(upgrade.path[len("/app/") :])
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -226,6 +240,7 @@ class FrontDoor(asyncio.Protocol):
         conn = Connection(node, session, transport, node.settings.max_buffer, app.max_message_size + FRAME_OVERHEAD)
         transport.set_protocol(conn)
         hub.connections[conn.socket_id] = conn
+        admission.opened(conn.socket_id, address)
         metrics.CONNECTIONS.labels(app_id=app.id).inc()
         metrics.CONNECTIONS_OPENED.labels(app_id=app.id).inc()
         if hub.taps:

@@ -176,6 +176,13 @@ def signed(
                 verify_body_md5(params, body)
             if not app.enabled:
                 raise ApiError(403, "Application disabled")
+            wait = node.api_limits.retry_after(app.id, app.api_rate_limit, app.api_burst)
+            if wait is not None:  # counted here, logged aggregated by ApiLimits
+                metrics.RATE_LIMITED.labels(what="api").inc()
+                status = 429
+                return web.json_response(
+                    {"error": "API rate limit exceeded"}, status=429, headers={**headers, "Retry-After": str(wait)}
+                )
             answer = await handler(request, node, app, body)
             if isinstance(answer, web.Response):
                 answer.headers.update(headers)

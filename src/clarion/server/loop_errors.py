@@ -21,6 +21,7 @@ from ..observability.logs import fields
 
 log = logging.getLogger("clarion.loop")
 
+ACCEPT_ERRNOS = {errno.EMFILE: "EMFILE", errno.ENFILE: "ENFILE"}
 INTERVAL = 10.0  # seconds between two log lines of one kind of error
 MAX_KINDS = 256  # kinds remembered; past it the table starts again (a log line too many at worst)
 # asyncio's messages may name a callback or task by its repr, which differs every time.
@@ -40,6 +41,8 @@ class LoopErrors:
         exc = context.get("exception")
         name = type(exc).__name__ if exc is not None else "none"
         metrics.LOOP_ERRORS.labels(exception=name).inc()
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            metrics.ACCEPT_ERRORS.labels(errno=ACCEPT_ERRNOS.get(exc.errno or 0, "other")).inc()
         message = _VARIABLE.sub("", str(context.get("message", "")))[:120] or "event loop error"
         key = (message, name)
         now = self.clock()

@@ -28,7 +28,7 @@ from ..protocol.app import App
 from ..protocol.channels import kind_of
 from ..protocol.session import Action, CatchUp, Close, Join, Leave, Publish, Send, SignIn
 from ..scaling.contracts import Backend, Control, Envelope, Keep, Once, Reaped, Restored
-from . import fanout, refusals, taps
+from . import fanout, limits, refusals, taps
 from .catch_up import CatchUps
 from .config import Settings
 from .counts import Counts
@@ -57,6 +57,8 @@ class Node:
         self.catch_ups = CatchUps(self.shared)
         self.joins = Joins(self.shared, self.counts, self.catch_ups)
         self.users = Users(self.shared)
+        self.admission = limits.admission(settings)
+        self.api_limits = limits.ApiLimits()
         # socket_id = "<node>.<sequence>": unique per node, random across nodes.
         self._node_part = str(secrets.randbelow(9 * 10**8) + 10**8)
         self._sequence = itertools.count(secrets.randbelow(10**6))

@@ -18,7 +18,7 @@ from ..observability import logs, metrics
 from ..scaling.contracts import Backend
 from ..scaling.memory import MemoryBackend
 from ..tasks import cancel_and_wait
-from . import dashboard, http_api
+from . import dashboard, http_api, limits
 from .config import Settings
 from .front_door import FrontDoor
 from .http_api import NODE
@@ -29,6 +29,7 @@ from .webhooks import AppWebhooks, Policy, Target, Webhooks
 log = logging.getLogger("clarion.server")
 
 SWEEP_INTERVAL = 1.0  # seconds between keep-alive checks of every connection
+FD_CHECK_INTERVAL = 2.0  # seconds between two counts of the descriptors in use
 
 
 async def health(request: web.Request) -> web.Response:
@@ -37,9 +38,21 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    if node.ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
+    if not node.ready:
+        return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
+    admission = node.admission
+    if admission.saturated:
+        # Take this node out of the balancer for new sockets; its API and open sockets still work.
+        return web.json_response(
+            {
+                "status": "saturated",
+                "reason": "descriptors short" if admission.fds_short else "connection capacity reached",
+                "connections": admission.open,
+                "capacity": admission.capacity,
+            },
+            status=503,
+        )
+    return web.json_response({"status": "ready"})
 
 
 async def not_upgraded(request: web.Request) -> web.Response:
@@ -71,6 +84,14 @@ async def _sweep(node: Node) -> None:
             await node.tick()
         except Exception:
             log.exception("housekeeping failed")
+
+
+async def _watch_descriptors(node: Node) -> None:
+    """Descriptors in use against the limit, every few seconds: sockets in their handshake, HTTP
+    clients and files use them too, and uvloop reports no failed accept."""
+    while True:
+        await asyncio.sleep(FD_CHECK_INTERVAL)
+        node.admission.check_descriptors(limits.open_fds())
 
 
 async def _beat(node: Node, interval: float) -> None:
@@ -122,7 +143,11 @@ def build_app(settings: Settings) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()
-        tasks = [asyncio.create_task(_sweep(node)), asyncio.create_task(_beat(node, settings.node_ttl / 3))]
+        tasks = [
+            asyncio.create_task(_sweep(node)),
+            asyncio.create_task(_beat(node, settings.node_ttl / 3)),
+            asyncio.create_task(_watch_descriptors(node)),
+        ]
         yield
         await cancel_and_wait(tasks)
         await node.close()
@@ -191,7 +216,9 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     metrics.DRAINING.set(0)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(LoopErrors())
+    _, hard = limits.raise_nofile()  # before the node sizes its capacity on it
     application = build_app(settings)
+    limits.announce(settings, application[NODE].admission, hard)
     runner = web.AppRunner(
         application,
         access_log=None,
