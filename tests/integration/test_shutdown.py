@@ -108,3 +108,9 @@ async def test_sigterm_drains_one_process(server_factory: Any, hooks: Hooks) -> 
     running = server_factory(env=_env(hooks))
     await _drain_and_check(running, hooks)
     assert "draining" in running.log_text()
+
+
+async def test_sigterm_drains_every_worker(server_factory: Any, hooks: Hooks) -> None:
+    running = server_factory(env=_env(hooks, CLARION_WORKERS="2", CLARION_SCALING="redis"))
+    await _drain_and_check(running, hooks)
+    assert "restarting" not in running.log_text()  # draining workers are not restarted
