@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from integration.test_cluster import cluster_env, expect_member
+from integration.test_cluster import subscribe as cluster_subscribe
 from pusherclient import PusherSocket, wait_for
 
 SPREAD = 2.0
@@ -114,3 +116,20 @@ async def test_sigterm_drains_every_worker(server_factory: Any, hooks: Hooks) ->
     running = server_factory(env=_env(hooks, CLARION_WORKERS="2", CLARION_SCALING="redis"))
     await _drain_and_check(running, hooks)
     assert "restarting" not in running.log_text()  # draining workers are not restarted
+
+
+async def test_presence_members_of_a_draining_node_leave_at_once(server_factory: Any) -> None:
+    # A node TTL far past the test: member_removed comes from the clean leave, not from reaping.
+    env = cluster_env(CLARION_SHUTDOWN_SPREAD="0.5", CLARION_NODE_TTL="120", CLARION_WEBHOOK_DELAY="0")
+    leaving, staying = server_factory(env=env), server_factory(env=env)
+    async with (
+        await PusherSocket.open(leaving.ws_url()) as member,
+        await PusherSocket.open(staying.ws_url()) as observer,
+    ):
+        await cluster_subscribe(observer, staying, "presence-drain", user="observer")
+        await cluster_subscribe(member, leaving, "presence-drain", user="member")
+        await expect_member(observer, "member_added", "presence-drain", "member")
+        leaving.proc.send_signal(signal.SIGTERM)
+        assert await member.closed(timeout=5) == 4200
+        await expect_member(observer, "member_removed", "presence-drain", "member", timeout=5)
+    assert await asyncio.to_thread(leaving.proc.wait, TIMEOUT + 5) == 0
