@@ -71,6 +71,10 @@ class Settings(BaseModel):
     ip_max_connections: Annotated[int, Field(ge=0, le=10_000_000), Env()] = 500  # open sockets per IP; 0 = off
     rate_limit_exempt: Annotated[str, Env()] = "127.0.0.0/8,::1/128"  # CIDR list the per-IP limits skip
     trusted_proxies: Annotated[str, Env()] = ""  # CIDR list whose X-Forwarded-For is believed
+    # Shutdown (docs/operations/deploys.md): on SIGTERM sockets get 4200 spread over this window
+    # (0 = all at once); the whole shutdown, webhooks included, ends within the timeout.
+    shutdown_spread: Annotated[float, Field(ge=0, le=600), Env()] = 3.0
+    shutdown_timeout: Annotated[float, Field(gt=0, le=3600), Env()] = 8.0
     # The dashboard at /dashboard (server/dashboard.py): off (404) while no admin token is set.
     admin_token: Annotated[SecretStr | None, Field(min_length=16, max_length=256), Env()] = None
     dashboard_interval: Annotated[float, Field(ge=0.1, le=60), Env()] = 1.0  # seconds between samples

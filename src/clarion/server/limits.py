@@ -138,6 +138,7 @@ class Admission:
         self._ip_of: dict[str, str] = {}  # socket id -> address, for sockets counted in _per_ip
         self.refusals = Aggregated("websocket connections refused", clock)
         self._saturated = False
+        self.draining = False  # shutting down: every new socket is refused (server/drain.py)
         metrics.CAPACITY_SATURATED.set(0)
 
     @property
@@ -163,6 +164,8 @@ class Admission:
 
     def admit(self, address: str) -> tuple[int, str, str | None] | None:
         """None to open the socket, else (HTTP status, message, rate-limit kind) to refuse it."""
+        if self.draining:
+            return 503, "Server shutting down, connect to another node", None
         if self.open >= self.capacity or self.fds_short:
             self._update()
             self.refusals.note("capacity", connections=self.open, capacity=self.capacity)

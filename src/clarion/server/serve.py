@@ -20,6 +20,7 @@ from ..scaling.memory import MemoryBackend
 from ..tasks import cancel_and_wait
 from . import dashboard, http_api, limits
 from .config import Settings
+from .drain import drain
 from .front_door import FrontDoor
 from .http_api import NODE
 from .loop_errors import LoopErrors
@@ -38,6 +39,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    if node.admission.draining:
+        return web.json_response({"status": "draining"}, status=503)
     if not node.ready:
         return web.json_response({"status": "unavailable", "reason": "scaling backend unreachable"}, status=503)
     admission = node.admission
@@ -260,5 +263,15 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
         if orphan_watch is not None:
             orphan_watch.cancel()
         log.info("shutting down")
+        deadline = loop.time() + settings.shutdown_timeout
+        # The listening socket stays open through the drain: the HTTP API keeps answering and
+        # new WebSockets are refused (503) there, so balancers and clients move elsewhere.
+        left = await drain(node, min(settings.shutdown_spread, settings.shutdown_timeout / 2), deadline)
+        if left:
+            log.warning("sockets still open past the shutdown timeout", extra=logs.fields(connections=left))
         server.close()
+        # Webhooks held or queued get what is left of the timeout; the rest is dropped and counted
+        # (clarion_webhook_dropped_total{reason="shutdown"}).
+        node.webhooks.drain_for = max(0.5, deadline - loop.time())
         await runner.cleanup()
+        log.info("stopped")

@@ -305,8 +305,11 @@ class Webhooks:
             sender.queue.qsize() + sender.retrying_events for hooks in self.per_app.values() for sender in hooks.senders
         )
 
-    async def close(self, drain: float = 2.0) -> None:
+    drain_for = 2.0  # seconds close() waits for the queues to empty (serve sets it from its timeout)
+
+    async def close(self, drain: float | None = None) -> None:
         """Send what is held and queued, for at most ``drain`` seconds, then stop."""
+        drain = self.drain_for if drain is None else drain
         for hooks in self.per_app.values():
             for event in hooks.debouncer.flush():
                 hooks._fan(event)

@@ -23,6 +23,7 @@ from .config import Settings
 
 RESTART_BACKOFF_MAX = 10.0
 READY_TIMEOUT = 30.0
+SHUTDOWN_GRACE = 10.0  # seconds past CLARION_SHUTDOWN_TIMEOUT before a worker is killed
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -134,15 +135,22 @@ class Supervisor:
             self._ready_changed.notify_all()
 
     def _shutdown(self) -> None:
-        self.stopping = True
+        self.stopping = True  # from here no worker is restarted: they are draining
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
+        # Each worker drains on its own within the shutdown timeout; past it (and aiohttp's own
+        # close grace) one that still runs is killed, and said so.
+        deadline = time.monotonic() + self.settings.shutdown_timeout + SHUTDOWN_GRACE
+        for index, proc in self.procs.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(
+                    f"clarion: worker {index} (pid {proc.pid}) still running past the shutdown timeout; killed",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 proc.kill()
                 proc.wait()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
