@@ -80,6 +80,8 @@ def run_server(
         "CLARION_APP_KEY": APP_KEY,
         "CLARION_APP_SECRET": APP_SECRET,
         "PYTHONUNBUFFERED": "1",
+        # Sockets left open at teardown close at once; the shutdown tests set their own window.
+        "CLARION_SHUTDOWN_SPREAD": "0",
         # Each server its own cluster, so tests sharing one Redis never see each other's state.
         "CLARION_SCALING_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
     }
