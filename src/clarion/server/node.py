@@ -183,7 +183,7 @@ class Node:
         if data is not None:
             # Server events only: Pusher never caches client events, and they are not history.
             if kind_of(channel).cache:
-                await self.backend.remember(app.id, channel, data, frame, app.cache_ttl)
+                await self.backend.remember(app.id, channel, data, frame, app.cache_ttl, once)
             rule = app.history_for(channel)
             if rule is not None:
                 keep = Keep(rule.size, rule.ttl)
