@@ -92,7 +92,8 @@ class FakeSocket:
 
 class Gates:
     """Round trips of the memory backend that a test holds open. ``hold("user_online")`` makes
-    the next calls of that method wait until ``release``; ``log`` lists calls as they finish."""
+    the next calls of that method wait until ``release``; ``hold("publish@node-0")`` holds them on
+    one node only. ``log`` lists calls as they finish."""
 
     def __init__(self) -> None:
         self.closed: dict[str, asyncio.Event] = {}
@@ -134,6 +135,7 @@ class GatedBackend(MemoryBackend):
 
     async def _through(self, name: str) -> None:
         await self.gates.passing(name)
+        await self.gates.passing(f"{name}@{self.node_id}")
 
     async def publish(self, envelope: Envelope, keep: Keep | None = None, once: Once | None = None) -> bool:
         await self._through("publish")

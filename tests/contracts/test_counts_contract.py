@@ -3,6 +3,8 @@ cache channels, and liveness (a node that stops beating is reaped once, for exac
 
 from __future__ import annotations
 
+from clarion.scaling.contracts import Envelope, Once
+
 from .conftest import Cluster
 
 APP = "app-1"
@@ -85,6 +87,21 @@ async def test_a_remembered_event_is_cached_for_every_node_until_its_ttl_runs_ou
         return await a.cached(APP, "cache-news") is None and await b.cached(APP, "cache-news") is None
 
     await cluster.after(ttl, expired)
+
+
+async def test_a_cache_write_of_a_publish_whose_key_was_used_is_skipped(cluster: Cluster) -> None:
+    a, b = [await cluster.node() for _ in range(2)]
+    once = Once.for_event("order-7", 0, "cache-news", 60.0)
+    await a.remember(APP, "cache-news", '{"v":1}', "frame-1", 60.0, once)
+    assert await a.publish(Envelope(APP, "cache-news", "frame-1"), None, once)
+    await a.remember(APP, "cache-news", '{"v":2}', "frame-2", 60.0)
+    await b.remember(APP, "cache-news", '{"v":1}', "frame-1", 60.0, once)  # retried, on another node
+    cached = await a.cached(APP, "cache-news")
+    assert cached is not None and cached[:2] == ('{"v":2}', "frame-2")
+    # Another app's key of the same name is its own.
+    await a.remember(OTHER_APP, "cache-news", '{"v":3}', "frame-3", 60.0, once)
+    other = await b.cached(OTHER_APP, "cache-news")
+    assert other is not None and other[:2] == ('{"v":3}', "frame-3")
 
 
 # --- liveness ----------------------------------------------------------------------------------

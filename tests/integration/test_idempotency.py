@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 
 from conftest import RunningServer
 from pusherclient import PusherSocket, signed_query, wait_for
@@ -210,3 +211,25 @@ async def test_a_key_holds_across_the_nodes_of_a_cluster_and_per_app(server_fact
     finally:
         for sock in (on_a, on_b, on_other):
             await sock.close()
+
+
+@pytest.mark.parametrize("scaling", ["memory", "redis"])
+async def test_a_retried_publish_to_a_cache_channel_leaves_the_cache_alone(server_factory, scaling: str) -> None:
+    """The retry of an event that was since followed by another must not bring the older one back
+    as the channel's cached event."""
+    env = {"CLARION_SCALING": scaling}
+    if scaling == "redis":
+        env |= {"CLARION_REDIS_URL": SHARED_REDIS_URL, "CLARION_SCALING_PREFIX": f"idem-{uuid.uuid4().hex[:12]}"}
+    server = server_factory(env=env)
+    key = [("Idempotency-Key", "price-1")]
+    assert await post(server, "/events", event("cache-price", 1), key) == (200, {})
+    assert await post(server, "/events", event("cache-price", 2), []) == (200, {})
+    assert await post(server, "/events", event("cache-price", 1), key) == (200, {})  # the retry
+    sock = await PusherSocket.open(server.ws_url())
+    try:
+        answer = await sock.subscribe("cache-price")
+        assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+        cached = await sock.recv(timeout=10)
+        assert (cached["event"], json.loads(cached["data"])) == ("e", {"n": 2})
+    finally:
+        await sock.close()

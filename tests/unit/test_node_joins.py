@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import json
 
+from clarion.protocol import messages
+from clarion.server.hub import Overheard
 from inprocess import APP, Room, running
 
 
@@ -132,3 +134,47 @@ async def test_a_cache_channel_with_history_sends_its_last_event_once_with_or_wi
     ]
     assert received[2]["serial"] == 2  # the live event, with its position
     assert room.hub(node).channels["private-cache-prices"].catching == {}
+
+
+async def test_two_users_joining_at_once_on_two_nodes_each_end_with_both() -> None:
+    """Ann's member list is read before Bob joins, and Bob's ``member_added`` reaches Ann's node
+    before Ann is registered there: she must still hear of him."""
+    room = Room()
+    here, there = await room.node(), await room.node()
+    ann, bob = room.connect(here), room.connect(there)
+    room.gates.hold("publish@node-0")
+    with running(asyncio.create_task(room.subscribe(here, ann, "presence-room", {"user_id": "ann"}))) as joining:
+        await room.gates.waiting_at("publish@node-0")
+        await room.subscribe(there, bob, "presence-room", {"user_id": "bob"})
+        await room.settle()
+        room.gates.release("publish@node-0")
+        await joining
+    await room.settle()
+    for sock in (ann, bob):
+        frames = sock.received()[1:]
+        ids = members(frames[0])["ids"]
+        assert isinstance(ids, list)
+        known = set(ids)
+        for frame in frames[1:]:
+            user = json.loads(frame["data"])["user_id"]
+            if frame["event"] == "pusher_internal:member_added":
+                known.add(user)
+            elif frame["event"] == "pusher_internal:member_removed":
+                known.discard(user)
+        assert known == {"ann", "bob"}, (sock.socket_id, frames)
+
+
+def test_member_events_heard_during_a_join_are_told_only_when_they_change_its_list() -> None:
+    overheard = Overheard()
+    frames = [
+        messages.encode("pusher_internal:member_added", {"user_id": "bob", "user_info": None}, "presence-room"),
+        messages.encode("pusher_internal:member_removed", {"user_id": "cat"}, "presence-room"),
+        messages.encode("pusher_internal:member_added", {"user_id": "dan", "user_info": None}, "presence-room"),
+        messages.encode("pusher_internal:member_removed", {"user_id": "ann"}, "presence-room"),
+        messages.encode("news", {"text": "pusher_internal:member_added"}, "presence-room"),
+    ]
+    for frame in frames:
+        overheard.hear(frame)
+    # The list already had Bob and not Cat: only Dan's arrival and Ann's departure are news.
+    assert overheard.news({"ann", "bob"}) == [frames[2], frames[3]]
+    assert not overheard.overflowed

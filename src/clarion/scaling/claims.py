@@ -36,6 +36,11 @@ class Claims:
     def __len__(self) -> int:
         return len(self._until)
 
+    def used(self, app_id: str, once: Once) -> bool:
+        """Whether ``once.key`` is claimed for ``app_id`` and still fresh (claims nothing)."""
+        ends = self._until.get((app_id, once.key))
+        return ends is not None and ends > self._clock()
+
     def take(self, app_id: str, once: Once) -> bool:
         """Claim ``once.key`` for ``app_id``; False when it is already claimed and still fresh."""
         now = self._clock()

@@ -202,7 +202,13 @@ class Counts(Part, Protocol):
         """Occupied channels (count > 0) whose name starts with ``prefix``."""
         ...
 
-    async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None: ...
+    async def remember(
+        self, app_id: str, channel: str, data: str, frame: str, ttl: float, once: Once | None = None
+    ) -> None:
+        """Cache the channel's last event, before it is published. With ``once`` (the publish's),
+        nothing is written when its key was already used: a retried publish is not applied again,
+        and must not bring its event back over a later one."""
+        ...
 
     async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:
         """(data, frame, seconds left) of the channel's last event, if still fresh."""

@@ -244,7 +244,11 @@ class MemoryBackend:
 
     # --- cache ------------------------------------------------------------------------------
 
-    async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None:
+    async def remember(
+        self, app_id: str, channel: str, data: str, frame: str, ttl: float, once: Once | None = None
+    ) -> None:
+        if once is not None and self.cluster.claims.used(app_id, once):
+            return
         self.cluster.cache[(app_id, channel)] = (data, frame, self.cluster.clock() + ttl)
 
     async def cached(self, app_id: str, channel: str) -> tuple[str, str, float] | None:

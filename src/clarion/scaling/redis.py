@@ -165,6 +165,7 @@ class RedisBackend:
         self._beat = self.redis.register_script(scripts.BEAT)
         self._publish = self.redis.register_script(scripts.PUBLISH)
         self._publish_kept = self.redis.register_script(scripts.PUBLISH_KEPT)
+        self._remember_unless_claimed = self.redis.register_script(scripts.REMEMBER_UNLESS_CLAIMED)
         self._history = self.redis.register_script(scripts.HISTORY)
         # Publish ids: unique per node and process, short (each is a key in Redis for claim_ttl).
         self._id_prefix = secrets.token_hex(5) + "."
@@ -432,7 +433,7 @@ class RedisBackend:
         async with self.redis.pipeline(transaction=False) as pipe:
             for script in (self._join, self._leave, self._online, self._count, self._restore_script):
                 pipe.script_load(script.script)
-            for script in (self._beat, self._publish, self._publish_kept, self._history):
+            for script in (self._beat, self._publish, self._publish_kept, self._remember_unless_claimed, self._history):
                 pipe.script_load(script.script)
             await pipe.execute()
 
@@ -795,9 +796,18 @@ class RedisBackend:
 
     # --- cache ------------------------------------------------------------------------------
 
-    async def remember(self, app_id: str, channel: str, data: str, frame: str, ttl: float) -> None:
+    async def remember(
+        self, app_id: str, channel: str, data: str, frame: str, ttl: float, once: Once | None = None
+    ) -> None:
+        cache, value, ttl_ms = self._k(app_id, "cache", channel), orjson.dumps((data, frame)), int(ttl * 1000)
+
         async def in_redis() -> None:
-            await self.redis.set(self._k(app_id, "cache", channel), orjson.dumps((data, frame)), px=int(ttl * 1000))
+            if once is None:
+                await self.redis.set(cache, value, px=ttl_ms)
+            else:
+                await self._remember_unless_claimed(
+                    keys=[cache, self._k(app_id, "once", once.key)], args=[value, ttl_ms]
+                )
 
         await self._attempt(in_redis, lambda: None)  # while Redis is away, cache writes are dropped
 

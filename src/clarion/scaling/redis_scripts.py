@@ -45,6 +45,14 @@ redis.call('PUBLISH', ARGV[1], cjson.encode({'e', ARGV[2], ARGV[3], frame, ARGV[
 return serial
 """
 
+REMEMBER_UNLESS_CLAIMED = """
+-- KEYS: cache, the publish's idempotency claim. ARGV: value, ttl ms. A publish retried with its
+-- Idempotency-Key finds its claim taken: the cache keeps whatever was published since.
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 HISTORY = """
 -- KEYS: position hash, history stream. ARGV: after ('' for the newest), limit, max age ms.
 -- Returns {epoch or false, serial, now ms, entries}.

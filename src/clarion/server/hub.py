@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from ..observability.metrics import AppMetrics
 from ..protocol.app import App
 from ..protocol.session import Member, Session
@@ -92,6 +94,46 @@ class SkipCached:
         return not same, True
 
 
+class Overheard:
+    """The member events of a presence channel that reach this node while a socket's join is in
+    flight. Its member list is read during the join, and it is registered only once the join is
+    done: what came in between reaches it from here, once it is answered."""
+
+    __slots__ = ("events", "overflowed")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[bool, str, str]] = []  # (added, user_id, frame)
+        self.overflowed = False
+
+    def hear(self, frame: str) -> None:
+        if "pusher_internal:member_" not in frame:
+            return
+        message = orjson.loads(frame)
+        event = message.get("event")
+        if event not in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+            return
+        if len(self.events) >= MAX_HELD:
+            self.overflowed = True
+            return
+        user_id = str(orjson.loads(message["data"])["user_id"])
+        self.events.append((event == "pusher_internal:member_added", user_id, frame))
+
+    def news(self, known: set[str]) -> list[str]:
+        """The frames that change the member list ``known`` (the one the socket was answered
+        with), in order: an arrival it already lists, or a departure of someone it does not,
+        happened before the list was read."""
+        frames = []
+        for added, user_id, frame in self.events:
+            if added == (user_id in known):
+                continue
+            if added:
+                known.add(user_id)
+            else:
+                known.discard(user_id)
+            frames.append(frame)
+        return frames
+
+
 class Channel:
     __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "members", "name", "sockets")
 
@@ -144,6 +186,7 @@ class AppHub:
         "counts_due",
         "fan",
         "metrics",
+        "overhearing",
         "taps",
         "users",
         "watchers",
@@ -160,6 +203,7 @@ class AppHub:
         self.counts_due: dict[str, float] = {}  # channel → when its subscription_count may go out
         self.taps: list[taps.Tap] = []  # open debug consoles (server/taps.py); empty costs one test
         self.metrics = AppMetrics(app.id)
+        self.overhearing: dict[str, list[Overheard]] = {}  # presence channel → joins in flight
 
     # --- membership -------------------------------------------------------------------------
 
@@ -223,6 +267,25 @@ class AppHub:
         taps.emit(self.taps, kind, channel=name, socket_id=conn.socket_id, **user)
         if then is not None:
             taps.emit(self.taps, then, channel=name)
+
+    def overhear(self, name: str) -> Overheard:
+        """Start keeping the member events of ``name`` for a join in flight."""
+        overheard = Overheard()
+        self.overhearing.setdefault(name, []).append(overheard)
+        return overheard
+
+    def stop_overhearing(self, name: str, overheard: Overheard) -> None:
+        joins = self.overhearing.get(name)
+        if joins is not None:
+            joins.remove(overheard)
+            if not joins:
+                del self.overhearing[name]
+
+    def heard(self, name: str, frames: list[str]) -> None:
+        """Frames the bus delivers on ``name``, while some join on it is in flight."""
+        for overheard in self.overhearing.get(name, ()):
+            for frame in frames:
+                overheard.hear(frame)
 
     # --- users ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from ..scaling.contracts import FIRST, FULL, Envelope
 from . import refusals
 from .catch_up import CatchUps
 from .counts import Counts
-from .hub import AppHub, SkipCached, Socket
+from .hub import AppHub, Overheard, SkipCached, Socket
 from .shared import Shared
 
 log = logging.getLogger("clarion.server")
@@ -46,6 +46,18 @@ class Joins:
             cached = await backend.cached(app.id, name) if kind_of(name).cache else None
             self._answer(hub, conn, name, presence, cached)
             return
+        # Member events that reach this node before the socket is registered would pass it by:
+        # keep them until it is answered (a presence join only).
+        overheard = hub.overhear(name) if member is not None else None
+        try:
+            await self._join(hub, conn, action, overheard)
+        finally:
+            if overheard is not None:
+                hub.stop_overhearing(name, overheard)
+
+    async def _join(self, hub: AppHub, conn: Socket, action: Join, overheard: Overheard | None) -> None:
+        name, member, app = action.channel, action.member, hub.app
+        backend = self.shared.backend
         result = None
         if member is not None and not hub.has_member(name, member.user_id):
             result = await backend.join(app.id, name, member.user_id, member.user_info, app.max_presence_members)
@@ -72,6 +84,8 @@ class Joins:
             return
         hub.join(conn, name, member)
         self._answer(hub, conn, name, presence, cached)
+        if overheard is not None and presence is not None:
+            self._tell_overheard(conn, name, overheard, set(presence["ids"]))
         catching = self.catch_ups.hold(hub, conn, name) if action.catch_up is not None else None
         if total == 1:
             self.shared.webhook(app.id, hooks.channel_occupied(name))
@@ -80,6 +94,19 @@ class Joins:
         self.counts.changed(hub, name)
         if catching is not None and action.catch_up is not None:
             await self.catch_ups.run(hub, conn, action.catch_up, fresh=True, catching=catching)
+
+    @staticmethod
+    def _tell_overheard(conn: Socket, name: str, overheard: Overheard, known: set[str]) -> None:
+        """Send the member events that came in while the join was made and that its member list
+        does not already tell."""
+        for frame in overheard.news(known):
+            conn.send(frame)
+        if overheard.overflowed:
+            log.warning(
+                "presence join closed: its members changed more than it could hold while it was made",
+                extra=fields(app_id=conn.session.app.id, socket_id=conn.socket_id, channel=name),
+            )
+            conn.close(4200, "Presence members changed too fast during the subscription; reconnect")
 
     @staticmethod
     def _still_joining(hub: AppHub, conn: Socket, name: str) -> bool:

@@ -133,6 +133,8 @@ class Node:
         if hub.cache_miss_reported:
             # Something was published on the channel: a later miss is news again.
             hub.cache_miss_reported.discard(first.channel)
+        if hub.overhearing:
+            hub.heard(first.channel, [envelope.frame for envelope in run])
         if len(run) == 1:
             sent = hub.broadcast(first.channel, text_frame(first.frame), first.exclude, first.serial, first.epoch)
         else:
@@ -195,7 +197,7 @@ class Node:
         if data is not None:
             # Server events only: Pusher never caches client events, and they are not history.
             if kind_of(channel).cache:
-                await self.backend.remember(app.id, channel, data, frame, app.cache_ttl)
+                await self.backend.remember(app.id, channel, data, frame, app.cache_ttl, once)
             rule = app.history_for(channel)
             if rule is not None:
                 keep = Keep(rule.size, rule.ttl)
