@@ -331,3 +331,71 @@ async def test_loss_and_disconnects_fail_assert_no_loss() -> None:
     assert run["disconnects"] == 1 and run["disconnect_codes"] == {"4100": 1}
     assert doc["lost"] == run["lost"]
     assert run["duplicates"] == 1 and doc["duplicates"] == 1
+
+
+def run_script(script: str, *args: str, expect_rc: int = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == expect_rc, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def test_reliability_restart_and_kill_with_recovery_miss_nothing() -> None:
+    proc = run_script(
+        "reliability.py",
+        *("--clients", "20", "--channels", "4", "--rate", "10", "--scenario", "both", "--recovery", "on"),
+        *("--before", "2", "--tail", "1", "--drain", "1", "--json"),
+    )
+    restart, kill = json.loads(proc.stdout)
+    assert (restart["scenario"], kill["scenario"]) == ("restart", "kill")
+    for run in (restart, kill):
+        assert run["connected"] == 20, run
+        assert run["reconnected"] == run["affected"], run
+        assert run["within_30s_share"] == 1.0, run
+        assert run["events_accepted"] > 0, run
+        assert run["missed"] == 0 and run["duplicated"] == 0 and run["unexpected"] == 0, run
+        assert run["resumed"] == {"true": run["affected"]}, run
+        assert 0 < run["reconnect_p50_s"] <= run["reconnect_max_s"] < 30, run
+    assert restart["affected"] == 20, restart  # one node: everyone
+    assert kill["affected"] == 10, kill  # two nodes: the killed one's half
+    assert set(kill["close_codes"]) == {"1006"}, kill  # no close frame from a killed process
+
+
+def test_reliability_without_recovery_reports_the_missed_events() -> None:
+    proc = run_script(
+        "reliability.py",
+        *("--clients", "20", "--channels", "4", "--rate", "10", "--scenario", "kill", "--recovery", "off"),
+        *("--before", "2", "--tail", "1", "--drain", "1", "--json"),
+        expect_rc=0,
+    )
+    (run,) = json.loads(proc.stdout)
+    assert run["affected"] == 10 and run["reconnected"] == 10, run
+    # The survivor kept accepting events while the killed node's clients were away: they lost them.
+    assert run["missed"] > 0 and run["clients_missing"] > 0, run
+    assert run["resumed"] == {}, run
+
+
+def test_soak_writes_a_row_a_minute_and_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "soak.csv"
+    proc = run_script(
+        "soak.py",
+        *("--clients", "20", "--channels", "3", "--presence-channels", "2", "--presence-share", "0.5"),
+        *("--rate", "10", "--churn", "2", "--duration", "6", "--sample", "1", "--minute", "2", "--window", "1"),
+        *("--csv", str(out)),
+    )
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("minute,elapsed_s,rss_mb,fds,"), rows
+    assert len(rows) - 1 >= 2, rows
+    for line in rows[1:]:
+        fields = dict(zip(rows[0].split(","), line.split(","), strict=True))
+        assert float(fields["rss_mb"]) > 10 and int(fields["fds"]) >= 20, fields
+        assert int(fields["deliveries"]) > 0, fields
+    for series in ("rss_mb", "fds", "latency_p50_ms", "latency_p99_ms"):
+        assert f"| {series} |" in proc.stdout, proc.stdout
+    assert "0 failed" in proc.stdout, proc.stdout
