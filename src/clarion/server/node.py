@@ -133,7 +133,7 @@ class Node:
         if hub.cache_miss_reported:
             # Something was published on the channel: a later miss is news again.
             hub.cache_miss_reported.discard(first.channel)
-        if hub.overhearing:
+        if hub.overhearing and first.channel in hub.overhearing:
             hub.heard(first.channel, [envelope.frame for envelope in run])
         if len(run) == 1:
             sent = hub.broadcast(first.channel, text_frame(first.frame), first.exclude, first.serial, first.epoch)
