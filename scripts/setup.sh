@@ -68,4 +68,5 @@ if [ "${1:-}" = "--with-node" ]; then
   build_vue
   build_app  # the reference app's end-to-end tests drive its built SPA
   scripts/chromium.sh
+  scripts/ops-tools.sh  # promtool and nginx, which check the kit in deploy/
 fi
