@@ -2,11 +2,13 @@
 // (POST /broadcasting/auth, also history tokens with history=1), user auth, and the history route
 // (GET /broadcasting/history) that signs its call to Clarion's HTTP API. It also serves static
 // files (the browser tests' pages) from http://127.0.0.1.
+import { spawn } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
-import { extname, join, normalize } from 'node:path'
-import { APP, apiCall } from './clarion.mjs'
+import { extname, join, normalize, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { APP, ROOT, apiCall } from './clarion.mjs'
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.map': 'application/json' }
 
@@ -88,5 +90,46 @@ export async function startBackend({ clarion, refuse = () => undefined, statics 
     url: `http://127.0.0.1:${port}`,
     requests,
     close: () => new Promise((r) => server.close(() => r())),
+  }
+}
+
+/**
+ * The same routes made with Clarion's Python SDK (test/harness/sdk_backend.py, Starlette): channel
+ * auth and history tokens signed by the SDK's Authorizer. `feed.*` is allowed, `secret.*` refused.
+ */
+export async function startSdkBackend(clarionUrl) {
+  const python = resolve(ROOT, '.venv/bin/python')
+  const script = fileURLToPath(new URL('./sdk_backend.py', import.meta.url))
+  const proc = spawn(python, [script, clarionUrl, APP.id, APP.key, APP.secret], {
+    cwd: ROOT,
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const output = []
+  const exited = new Promise((r) => proc.on('exit', r))
+  const port = await new Promise((resolvePort, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the SDK backend did not start:\n${output.join('')}`)), 30_000)
+    const onData = (chunk) => {
+      output.push(chunk.toString())
+      const match = /listening on (\d+)/.exec(output.join(''))
+      if (match) {
+        clearTimeout(timer)
+        resolvePort(Number(match[1]))
+      }
+    }
+    proc.stdout.on('data', onData)
+    proc.stderr.on('data', onData)
+    proc.on('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`the SDK backend exited with ${code}:\n${output.join('')}`))
+    })
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    output,
+    async close() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      await exited
+    },
   }
 }
