@@ -69,6 +69,7 @@ def subscriber_process(
     stop_at: float,
 ) -> None:
     """Hold ``count`` subscribers; report how many connected, then (events received, latencies in s)."""
+
     async def main() -> None:
         latencies: list[float] = []
         received = 0

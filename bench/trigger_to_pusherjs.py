@@ -21,10 +21,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "compat")]
+sys.path.insert(0, str(ROOT / "tests"))
 
-from nodeclient import NodeClient  # noqa: E402
-
+from compat.nodeclient import NodeClient  # noqa: E402
 from conftest import run_server  # noqa: E402
 from pusherclient import signed_query  # noqa: E402
 
