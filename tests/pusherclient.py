@@ -188,7 +188,8 @@ async def api_call(
 ) -> tuple[int, Any]:
     """A signed HTTP API call; returns (status, parsed JSON or text)."""
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    return await raw_request(base_url, method, path, signed_query(key, secret, method, path, raw, timestamp=None, **extra), raw)
+    params = signed_query(key, secret, method, path, raw, timestamp=None, **extra)
+    return await raw_request(base_url, method, path, params, raw)
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
