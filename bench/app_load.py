@@ -47,7 +47,7 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "examples" / "categories"
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "compat")]
+sys.path.insert(0, str(ROOT / "tests"))
 
 from clarion.protocol.signatures import channel_auth  # noqa: E402
 from conftest import RunningServer, run_server  # noqa: E402
@@ -272,7 +272,7 @@ class CountingProxy:
 
 
 async def polling(args: argparse.Namespace) -> dict[str, Any]:
-    from nodeclient import NodeClient
+    from compat.nodeclient import NodeClient
 
     with tempfile.TemporaryDirectory() as tmp, run_server() as clarion, running_app(clarion, Path(tmp)) as url:
         proxy = CountingProxy(url)
@@ -355,7 +355,7 @@ async def polling(args: argparse.Namespace) -> dict[str, Any]:
             "p95_ms": round(percentile(delays, 95), 1) if delays else None,
         }
 
-    result = {
+    result: dict[str, Any] = {
         "edits": len(edits),
         "minutes": round(elapsed_min, 2),
         "polling_requests_per_minute": round(counts["polling"] / elapsed_min, 1),

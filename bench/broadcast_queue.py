@@ -29,12 +29,11 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "compat")]
-
-from nodeclient import NodeClient  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
 from clarion.broadcasting import Message  # noqa: E402
 from clarion.broadcasting.integrations.queue import RedisQueue  # noqa: E402
+from compat.nodeclient import NodeClient  # noqa: E402
 from conftest import RunningServer, run_server  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"

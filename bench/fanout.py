@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -59,7 +60,16 @@ def server_pids(root: int) -> list[int]:
     return [root, *children]
 
 
-def subscriber_process(url: str, count: int, channel: str, ready: mp.Queue, results: mp.Queue, stop_at: float) -> None:
+def subscriber_process(
+    url: str,
+    count: int,
+    channel: str,
+    ready: mp.Queue[int],
+    results: mp.Queue[tuple[int, list[float]]],
+    stop_at: float,
+) -> None:
+    """Hold ``count`` subscribers; report how many connected, then (events received, latencies in s)."""
+
     async def main() -> None:
         latencies: list[float] = []
         received = 0
@@ -111,7 +121,7 @@ async def publish(http_url: str, channel: str, rate: float, duration: float) -> 
     return sent
 
 
-def run(workers: int, subscribers: int, rate: float, duration: float, processes: int, redis: bool) -> dict:
+def run(workers: int, subscribers: int, rate: float, duration: float, processes: int, redis: bool) -> dict[str, Any]:
     env = {
         **os.environ,
         "CLARION_HOST": "127.0.0.1",
@@ -138,8 +148,8 @@ def run(workers: int, subscribers: int, rate: float, duration: float, processes:
         raise RuntimeError("clarion serve did not start")
     try:
         url = f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7"
-        ready: mp.Queue = mp.Queue()
-        results: mp.Queue = mp.Queue()
+        ready: mp.Queue[int] = mp.Queue()
+        results: mp.Queue[tuple[int, list[float]]] = mp.Queue()
         setup_started = time.time()
         share = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
         procs = []

@@ -18,7 +18,7 @@ import uuid
 from redis import asyncio as aioredis
 
 from clarion.protocol.messages import channel_event
-from clarion.scaling.contracts import Envelope, Keep
+from clarion.scaling.contracts import Backend, Envelope, Keep
 from clarion.scaling.memory import MemoryBackend
 from clarion.scaling.redis import RedisBackend
 
@@ -34,7 +34,7 @@ async def redis_cpu() -> float:
         await client.aclose()
 
 
-async def measure(backend, keep: Keep | None, events: int) -> tuple[float, float]:
+async def measure(backend: Backend, keep: Keep | None, events: int) -> tuple[float, float]:
     received = 0
     everything = asyncio.Event()
 
@@ -69,6 +69,7 @@ async def main() -> None:
     for twin in ("memory", "redis"):
         for round_ in range(args.rounds):
             for keep in (None, Keep(100, 300)):
+                backend: Backend
                 if twin == "memory":
                     backend = MemoryBackend()
                 else:

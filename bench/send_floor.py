@@ -27,7 +27,7 @@ import select
 import socket
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 
 FRAME = bytes((0x81, 100)) + b"x" * 100
 
@@ -82,11 +82,13 @@ def _sender(mode: str, conns: list[socket.socket], cleanups: list[Any]) -> Any:
         import uvloop
 
         loop = uvloop.new_event_loop()
-        transports = []
+        transports: list[asyncio.Transport] = []
 
         async def adopt() -> None:
             for conn in conns:
-                transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock=conn)
+                adopted, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock=conn)
+                # uvloop's stub names the transport a BaseProtocol; it is a stream transport.
+                transport = cast(asyncio.Transport, adopted)
                 transport.set_write_buffer_limits(high=0)  # write now, as Clarion's connections do
                 transports.append(transport)
 

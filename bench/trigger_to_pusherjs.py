@@ -21,10 +21,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "compat")]
+sys.path.insert(0, str(ROOT / "tests"))
 
-from nodeclient import NodeClient  # noqa: E402
-
+from compat.nodeclient import NodeClient  # noqa: E402
 from conftest import run_server  # noqa: E402
 from pusherclient import signed_query  # noqa: E402
 
@@ -45,9 +44,7 @@ async def measure(events: int, interval: float) -> list[float]:
                     sent = time.time() * 1000
                     async with session.post(server.http_url + path, params=params, data=body) as response:
                         assert response.status == 200, await response.text()
-                    seen = await client.expect(
-                        type="event", event="tick", predicate=lambda o, n=n: o["data"] == {"n": n}
-                    )
+                    seen = await client.expect(type="event", event="tick", data={"n": n})
                     samples.append(seen["at"] - sent)
                     await asyncio.sleep(interval)
             return samples[10:]  # the first few warm up connections and caches

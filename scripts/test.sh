@@ -14,6 +14,8 @@ scripts/redis.sh
 echo "== ruff"
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
+# mypy checks the files pyproject.toml lists: src/, the reference app and bench/ strictly; tests/
+# too, where test functions need no annotations but their bodies are checked.
 echo "== mypy"
 .venv/bin/mypy
 # Tests are independent (free ports, their own Redis prefixes), so they run in parallel: most of

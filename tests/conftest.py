@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ class RunningServer:
         return await api_call(self.http_url, self.key, self.secret, "POST", f"/apps/{self.app_id}/events", body)
 
 
-def _pump(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _pump(stream: Iterable[str], sink: list[str]) -> None:
     for line in stream:
         sink.append(line)
 

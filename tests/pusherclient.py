@@ -82,7 +82,8 @@ class PusherSocket:
         msg = await self.ws.receive(timeout=timeout)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"expected a text frame, got {msg.type!r} {msg.data!r} {msg.extra!r}")
-        return json.loads(msg.data)
+        frame: dict[str, Any] = json.loads(msg.data)
+        return frame
 
     async def expect(self, event: str, channel: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
         """The next frame, which must be ``event`` (on ``channel``)."""
@@ -187,7 +188,8 @@ async def api_call(
 ) -> tuple[int, Any]:
     """A signed HTTP API call; returns (status, parsed JSON or text)."""
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    return await raw_request(base_url, method, path, signed_query(key, secret, method, path, raw, **extra), raw)
+    params = signed_query(key, secret, method, path, raw, timestamp=None, **extra)
+    return await raw_request(base_url, method, path, params, raw)
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
@@ -217,7 +219,7 @@ def payload(frame: dict[str, Any]) -> Any:
 async def expect_error(sock: PusherSocket, code: int) -> dict[str, Any]:
     """The socket's next frame is a ``pusher:error`` with ``code`` and a message; its data."""
     frame = await sock.expect("pusher:error")
-    error = payload(frame)
+    error: dict[str, Any] = payload(frame)
     assert error["code"] == code, frame
     assert isinstance(error["message"], str) and error["message"], frame
     return error

@@ -4,6 +4,8 @@ what each change broadcasts to real pusher-js clients."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from compat.nodeclient import NodeClient, unique
@@ -15,10 +17,11 @@ pytestmark = pytest.mark.compat
 ALICE, BOB, CAROL = "alice@acme.test", "bob@acme.test", "carol@globex.test"
 
 
-async def me(app: RunningApp, email: str) -> dict:  # type: ignore[type-arg]
+async def me(app: RunningApp, email: str) -> dict[str, Any]:
     answer = await app.call(email, "GET", "/api/me")
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    user: dict[str, Any] = answer.json()
+    return user
 
 
 async def channel_of(app: RunningApp, email: str) -> str:
@@ -102,8 +105,8 @@ async def test_a_tenant_sees_and_touches_only_its_own_categories(app: RunningApp
 async def test_an_invalid_new_category_gets_422_with_field_errors_and_nothing_is_broadcast(
     app: RunningApp,
     clients,
-    body: dict,
-    errors: dict,  # type: ignore[type-arg]
+    body: dict[str, Any],
+    errors: dict[str, list[str]],
 ):
     bob: NodeClient = await clients(BOB)
     channel = await channel_of(app, BOB)

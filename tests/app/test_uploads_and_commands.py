@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,12 +52,12 @@ async def test_a_page_that_joins_mid_upload_gets_the_current_progress_then_the_c
     sending = asyncio.create_task(send())
     await asyncio.wait_for(halfway.wait(), 30)
 
-    async def under_way() -> dict:  # type: ignore[type-arg]
+    async def under_way() -> dict[str, Any]:
         while True:
             listed = (await app.call(BOB, "GET", "/api/uploads")).json()["uploads"]
-            found = [u for u in listed if u["status"] == "uploading" and u["received"] > 0]
+            found: list[dict[str, Any]] = [u for u in listed if u["status"] == "uploading" and u["received"] > 0]
             if found:
-                return found[0]  # type: ignore[no-any-return]
+                return found[0]
             await asyncio.sleep(0.1)
 
     upload = await asyncio.wait_for(under_way(), 30)

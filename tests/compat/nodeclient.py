@@ -271,8 +271,9 @@ class NodeClient:
 
     async def _connected(self) -> str:
         obs = await self.expect(type="connected", timeout=10)
-        self.socket_id = obs["socket_id"]
-        return obs["socket_id"]
+        socket_id: str = obs["socket_id"]
+        self.socket_id = socket_id
+        return socket_id
 
     async def subscribe(self, channel: str, *, wait: bool = True) -> Observation | None:
         """Subscribe with pusher-js, by default waiting until the server confirmed it (and then

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import pytest
 
-from compat.nodeclient import sdk_call, unique
+from compat.nodeclient import NodeClient, sdk_call, unique
 
 pytestmark = pytest.mark.compat
 
 RATE_LIMIT = 10  # Pusher: "no more than 10 messages per second per client (connection)"
 
 
-async def pair(node_client, channel: str, **connect) -> tuple:
+async def pair(node_client, channel: str, **connect) -> tuple[NodeClient, NodeClient]:
     sender, receiver = await node_client("sender"), await node_client("receiver")
     await sender.connect(**connect.get("sender", {}))
     await receiver.connect(**connect.get("receiver", {}))

@@ -9,6 +9,8 @@ their first connection only and member_removed after their last.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from compat.nodeclient import eventually, sdk_call, unique
@@ -16,17 +18,17 @@ from compat.nodeclient import eventually, sdk_call, unique
 pytestmark = pytest.mark.compat
 
 
-def person(prefix: str, name: str) -> dict:
+def person(prefix: str, name: str) -> dict[str, Any]:
     user_id = unique(prefix)
     return {"id": user_id, "info": {"name": name, "id": user_id}}
 
 
-def member(user: dict) -> dict:
+def member(user: dict[str, Any]) -> dict[str, Any]:
     """A member as pusher-js reports it: {id, info}."""
     return {"id": user["id"], "info": user["info"]}
 
 
-async def user_count(sdk, channel: str) -> dict:
+async def user_count(sdk, channel: str) -> dict[str, Any]:
     return await sdk_call(sdk.channel_info, channel, ["user_count", "subscription_count"])
 
 

@@ -7,6 +7,8 @@ server answers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pusher
 import pytest
@@ -29,7 +31,7 @@ def wrong_secret_client(server) -> pusher.Pusher:
     )
 
 
-async def send_signed(server, path: str, body: dict) -> tuple[int, str]:
+async def send_signed(server, path: str, body: dict[str, Any]) -> tuple[int, str]:
     """POST ``body`` to ``path``, signed as the SDK signs, without the SDK's own checks."""
     request = Request(server.pusher()._pusher_client, POST, path, body)
     async with (

@@ -10,6 +10,7 @@ are app-wide (and the server is shared by the module), so every test makes its o
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from compat.nodeclient import eventually, sdk_call, unique
 pytestmark = pytest.mark.compat
 
 
-async def signed_in(node_client, user: dict, label: str, *, raw: bool = False, bind: tuple[str, ...] = ()):
+async def signed_in(node_client, user: dict[str, Any], label: str, *, raw: bool = False, bind: tuple[str, ...] = ()):
     client = await node_client(label)
     await client.connect(user=user, raw=raw)
     for event in bind:

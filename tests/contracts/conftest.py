@@ -170,7 +170,7 @@ async def redis_cluster() -> AsyncIterator[RedisTwin]:
         await twin.close()
 
 
-async def delivered(cluster: Cluster, nodes: list, last: Envelope | Control) -> None:
+async def delivered(cluster: Cluster, nodes: list[Backend], last: Envelope | Control) -> None:
     """Wait until every node has received ``last`` (sent after everything the test checks)."""
 
     def arrived() -> bool:

@@ -213,7 +213,8 @@ async def test_a_publish_whose_key_was_used_is_skipped_on_every_node_until_the_k
         assert cluster.received[node.node_id].events == [first, other_app, other_key, end]
 
     async def usable_again() -> bool:
-        return await b.publish(Envelope(APP, "news", "after the ttl"), once=once)
+        published: bool = await b.publish(Envelope(APP, "news", "after the ttl"), once=once)
+        return published
 
     await cluster.after(ttl, usable_again)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from clarion.observability import metrics
 from clarion.scaling.contracts import Envelope, Once
 from clarion.scaling.memory import MemoryCluster
-
-from .conftest import FakeClock
+from fakeclock import FakeClock
 
 APP = "app-1"
 

@@ -303,7 +303,7 @@ async def test_a_dropped_command_connection_is_replaced_and_the_command_goes_thr
             a, b = await twin.node(), await twin.node()
             await give_shares(a, b)
             # Drop every command connection (the bus's pub/sub connections survive).
-            await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            await admin.client_kill_filter(_type="normal", skipme=True)
             assert await a.join(APP, ROOM, "carl", {"name": "Carl"}, 100) == FIRST
             assert a.healthy is True
             assert await b.members(APP, ROOM) == {

@@ -4,7 +4,7 @@ applied once, and the repeat answers as the first attempt did."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis import asyncio as aioredis
@@ -22,7 +22,8 @@ KEEP = Keep(size=100, ttl=300.0)
 async def read_hash(twin: RedisTwin, key: str) -> dict[str, str]:
     client = aioredis.Redis.from_url(twin.url, decode_responses=True)
     try:
-        return await client.hgetall(f"{twin.prefix}:{key}")
+        # decode_responses: keys and values come back as str, which redis-py's types do not follow.
+        return cast(dict[str, str], await client.hgetall(f"{twin.prefix}:{key}"))
     finally:
         await client.aclose()
 

@@ -193,7 +193,8 @@ async def test_presence_is_cluster_wide_one_member_per_user_until_their_last_soc
 
         async def four_sockets_in_room() -> bool:
             answer = await api_get(c, f"/channels/{room}", info="subscription_count")
-            return answer["subscription_count"] == 4
+            count: int = answer["subscription_count"]
+            return count == 4
 
         await alice_a.close()
         await wait_for(four_sockets_in_room)
@@ -561,7 +562,8 @@ async def test_a_publish_caught_in_a_redis_stall_reaches_every_subscriber_once_a
     # a delivered it while Redis was away (no position); b got it through the bus, with one.
     assert "serial" not in got["a"][0]
     assert [frame["serial"] for frame in got["b"] if frame["event"] == "stalled"] == [2]
-    assert sum(b'"stalled"' in fields[b"f"] for _, fields in stored) == 1
+    assert stored is not None
+    assert sum(fields is not None and b'"stalled"' in fields[b"f"] for _, fields in stored) == 1
 
 
 async def health_failures(node: RunningServer) -> float:

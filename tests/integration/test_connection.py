@@ -98,8 +98,8 @@ async def test_connection_quota_refuses_with_4004_and_frees_a_place_on_close(ser
         async def admitted() -> bool:
             sock = await PusherSocket.open(running.ws_url(), handshake=False)
             try:
-                frame = await sock.recv()
-                return frame["event"] == "pusher:connection_established"
+                event: str = (await sock.recv())["event"]
+                return event == "pusher:connection_established"
             finally:
                 await sock.close()
 

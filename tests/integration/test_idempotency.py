@@ -57,7 +57,7 @@ async def marker(server: RunningServer, channel: str) -> str:
 
 async def received_until(sock: PusherSocket, marker: str) -> list[tuple[str, Any]]:
     """(channel, n) of every event before ``marker``."""
-    got = []
+    got: list[tuple[str, Any]] = []
     while True:
         frame = await sock.recv(timeout=10)
         if frame["event"] == marker:

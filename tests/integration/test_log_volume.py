@@ -49,7 +49,8 @@ async def test_a_connection_storm_logs_at_most_the_burst_per_window_and_a_summar
         def accounted() -> bool:
             written = [e for e in entries(server) if e["msg"] == OPENED]
             summaries = [e for e in entries(server) if e.get("event") == OPENED and "suppressed" in e]
-            return len(written) + sum(e["suppressed"] for e in summaries) == storm
+            suppressed: int = sum(e["suppressed"] for e in summaries)
+            return len(written) + suppressed == storm
 
         # Every connection is either a line or counted in a summary, once its window has ended.
         await wait_for(accounted, timeout=30)

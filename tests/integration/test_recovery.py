@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from clarion.protocol import signatures
@@ -25,7 +26,7 @@ async def publish(server: Any, channel: str, n: int) -> None:
 
 async def join(server: Any, connect: Any, channel: str, **extra: Any) -> PusherSocket:
     """A socket subscribed to ``channel`` (signed when private); ``extra`` goes into the subscribe."""
-    sock = await connect(server)
+    sock: PusherSocket = await connect(server)
     data: dict[str, Any] = {"channel": channel, **extra}
     if channel.startswith(("private-", "presence-")):
         data["auth"] = signatures.channel_auth(server.key, server.secret, sock.socket_id, channel)
@@ -62,7 +63,7 @@ async def publish_over(server: Any, channel: str, first: int, count: int, second
         await asyncio.sleep(seconds / count)
 
 
-async def expect_replay(sock: PusherSocket, epoch: str, serials: range, numbers: range) -> None:
+async def expect_replay(sock: PusherSocket, epoch: str, serials: Sequence[int], numbers: Sequence[int]) -> None:
     """Exactly these events, replayed, in order, then ``clarion:resumed`` recovered."""
     for serial, n in zip(serials, numbers, strict=True):
         frame = await next_event(sock)
@@ -413,7 +414,8 @@ async def test_resume_inside_subscribe_under_live_traffic_is_in_order_with_no_ga
     server, publisher_node = server_factory(env=env), server_factory(env=env)
     channel = fresh("private-busy-")
     await backlog(server, channel, 3000)
-    stop, numbers = asyncio.Event(), []
+    stop = asyncio.Event()
+    numbers: list[int] = []
     publisher = asyncio.create_task(_publish_until(publisher_node, channel, stop, numbers, lanes=4))
     await asyncio.sleep(0.1)
     back = await join(server, connect, channel, resume={"epoch": await epoch_of(server, channel), "serial": 1})
@@ -440,7 +442,8 @@ async def test_resume_after_subscribe_under_live_traffic_loses_nothing_and_repea
     server, publisher_node = server_factory(env=env), server_factory(env=env)
     channel = fresh("private-busy-after-")
     await backlog(server, channel, 3000)
-    stop, numbers = asyncio.Event(), []
+    stop = asyncio.Event()
+    numbers: list[int] = []
     publisher = asyncio.create_task(_publish_until(publisher_node, channel, stop, numbers, lanes=4))
     back = await join(server, connect, channel)
     # A client slow to resume: some events reach it live first. They must not come again.
@@ -481,7 +484,8 @@ async def test_rewind_inside_subscribe_comes_before_any_live_event(server, conne
     channel = fresh("private-rewind-sub-")
     for n in range(10):
         await publish(server, channel, n)
-    stop, numbers = asyncio.Event(), []
+    stop = asyncio.Event()
+    numbers: list[int] = []
     publisher = asyncio.create_task(_publish_until(server, channel, stop, numbers, start=1000))
     await asyncio.sleep(0.1)
     sock = await join(server, connect, channel, rewind={"count": 5})
@@ -501,7 +505,7 @@ async def test_catch_up_requests_past_the_burst_are_answered_rate_limited_and_th
     sock = await join(server, connect, channel)
     for _ in range(150):  # the burst is one per allowed subscription (100), then 10 a second
         await sock.send("clarion:rewind", {"channel": channel, "count": 1})
-    answers = []
+    answers: list[dict[str, Any]] = []
     while len(answers) < 150:
         frame = await next_event(sock)
         if frame["event"] == "clarion:rewound":

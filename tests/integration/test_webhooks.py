@@ -49,7 +49,8 @@ class Post:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return json.loads(self.body)["events"]
+        events: list[dict[str, Any]] = json.loads(self.body)["events"]
+        return events
 
 
 Events = list[dict[str, Any]]
@@ -117,7 +118,7 @@ class Receiver:
     def delivered(self, path: str | None = None) -> list[Post]:
         return [p for p in self.posts if p.status == 200 and (path is None or p.path == path)]
 
-    def events(self, name: str | None = None, channel: str | None = None, path: str | None = None) -> list[dict]:
+    def events(self, name: str | None = None, channel: str | None = None, path: str | None = None) -> Events:
         """Events of successfully delivered POSTs, in order, optionally filtered."""
         return [
             event
@@ -242,7 +243,8 @@ async def metric(server: Any, name: str, **labels: str) -> float:
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 # --- body, headers, signature ------------------------------------------------------------------
@@ -455,7 +457,8 @@ async def test_cache_miss_webhook_once_per_channel_until_something_is_cached(sta
     async def newcomer_misses() -> bool:
         sock = await connect(running)
         await join(sock, running, channel)
-        return (await sock.recv())["event"] == "pusher:cache_miss"
+        event: str = (await sock.recv())["event"]
+        return event == "pusher:cache_miss"
 
     await wait_for(newcomer_misses, timeout=5, interval=0.2)
     await wait_for(lambda: len(receiver.events("cache_miss", channel)) == 2)

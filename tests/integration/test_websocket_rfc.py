@@ -114,7 +114,8 @@ class RawSocket:
     async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
         opcode, fin, data = await self.recv_frame(timeout)
         assert (opcode, fin) == (TEXT, True), (opcode, fin, data)
-        return json.loads(data)
+        message: dict[str, Any] = json.loads(data)
+        return message
 
     async def expect(self, event: str, channel: str | None = None) -> dict[str, Any]:
         message = await self.recv()
@@ -130,6 +131,7 @@ class RawSocket:
             if opcode == CLOSE:
                 break
             assert opcode == TEXT, (opcode, data)
+        code: int
         (code,) = struct.unpack("!H", data[:2])
         assert data[2:].decode() is not None  # the reason is UTF-8
         await self.eof(timeout)
@@ -666,7 +668,7 @@ async def test_flood_of_frames_behind_a_presence_subscribe_is_answered_in_order(
         auth = signatures.channel_auth(server.key, server.secret, sock.socket_id, presence, channel_data)
         join = {"channel": presence, "auth": auth, "channel_data": channel_data}
         flood = [text({"event": "pusher:subscribe", "data": join})]
-        expected = [("pusher_internal:subscription_succeeded", presence)]
+        expected: list[tuple[str, str | None]] = [("pusher_internal:subscription_succeeded", presence)]
         for index in range(500):
             if index % 10 == 9:  # a subscribe now and then: it needs shared state too
                 channel = fresh("flood-")

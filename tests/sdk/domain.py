@@ -84,7 +84,8 @@ def wire(broadcaster: Broadcaster, app: str) -> None:
 
     @listen(category_saved, broadcaster, sender=app)
     def category_updated(sender: Any, *, category: Any, **_: Any) -> CategoryUpdated:
-        return CategoryUpdated.from_category(category).to_others()
+        event: CategoryUpdated = CategoryUpdated.from_category(category)
+        return event.to_others()
 
 
 def category_created_hook() -> ModelBroadcast:

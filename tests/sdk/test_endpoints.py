@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 
+import httpx
 import pytest
 
 from clarion.broadcasting import CategoryUpdated, MediaUploadCompleted, MediaUploadProgress
@@ -235,5 +236,5 @@ async def test_the_history_route_reads_clarions_history_for_a_member_and_refuses
     assert crafted.status_code == 403
 
 
-async def history_of(app: AppUnderTest, name: str | None, query: dict[str, str]):  # type: ignore[no-untyped-def]
+async def history_of(app: AppUnderTest, name: str | None, query: dict[str, str]) -> httpx.Response:
     return await app.call(name, "GET", "/broadcasting/history", params=query)

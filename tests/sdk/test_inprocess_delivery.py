@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ async def history(broadcaster: Broadcaster, channel: str) -> list[dict[str, Any]
     return [json.loads(frame["data"]) for frame in answer["events"]]
 
 
-async def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not (await check() if asyncio.iscoroutinefunction(check) else check()):
         if time.monotonic() > deadline:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -72,7 +72,9 @@ async def subscriber(server: RunningServer, channels: list[str], label: str) -> 
     return client
 
 
-async def wait_until(check, timeout: float, what: str, report=lambda: "") -> None:  # type: ignore[no-untyped-def]
+async def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, report: Callable[[], str] = lambda: ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

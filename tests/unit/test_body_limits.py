@@ -22,7 +22,7 @@ def test_the_default_apps_limits_are_those_documented() -> None:
 
 def _worst_event(app: App, channels: int) -> bytes:
     """An event as large as the app allows, every byte of its data escaped by the encoder."""
-    item = {
+    item: dict[str, str | list[str]] = {
         "name": "\x01" * app.max_event_name_length,
         "data": "\x01" * app.max_message_size,
         "socket_id": "123456789.123456789",
@@ -31,7 +31,7 @@ def _worst_event(app: App, channels: int) -> bytes:
     if channels == 1:
         item["channel"] = "c" * app.max_channel_name_length
     else:
-        item["channels"] = [f"{n:0{app.max_channel_name_length}d}" for n in range(channels)]  # type: ignore[assignment]
+        item["channels"] = [f"{n:0{app.max_channel_name_length}d}" for n in range(channels)]
     return json.dumps(item).encode()
 
 
@@ -45,7 +45,7 @@ def _worst_event(app: App, channels: int) -> bytes:
     ],
 )
 def test_the_largest_valid_bodies_an_sdk_can_send_fit_their_limits(limits: dict[str, int]) -> None:
-    app = App(id="1", key="k", secret="s" * 8, **limits)  # type: ignore[arg-type]
+    app = App(id="1", key="k", secret="s" * 8, **limits)  # type: ignore[arg-type]  # int limits only
     assert len(_worst_event(app, app.max_channels_per_event)) <= events_body_limit(app)
     batch = json.dumps({"batch": [json.loads(_worst_event(app, 1))] * app.max_batch_events}).encode()
     assert len(batch) <= batch_body_limit(app)

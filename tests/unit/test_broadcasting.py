@@ -108,7 +108,7 @@ def test_an_invalid_payload_raises_at_the_call_site():
     with pytest.raises(ValidationError):
         CategoryUpdated(tenant_id=1, id=2, name="")
     with pytest.raises(ValidationError):
-        CategoryUpdated(tenant_id=1, id=2, name="x", unknown=1)
+        CategoryUpdated(tenant_id=1, id=2, name="x", unknown=1)  # type: ignore[call-arg]  # on purpose
     with pytest.raises(ValidationError):
         MediaUploadProgress(tenant_id=1, upload_id="../x", filename="a", bytes_received=1, bytes_total=2)
 

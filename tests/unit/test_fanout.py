@@ -31,7 +31,7 @@ from clarion.server.frames import text_frame
 from clarion.server.limits import Admission
 
 APP = App(id="1", key="key", secret="secret-secret")
-FANS = {"native": fanout.fanout_native, "python": fanout.fanout_python}
+FANS = ("native", "python")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop,
     "asyncio": asyncio.new_event_loop,
@@ -58,6 +58,13 @@ class _Node:
 
 class _Placeholder(asyncio.Protocol):
     pass
+
+
+def fan(name: str) -> fanout.Fanout:
+    """The fan-out named; the native one must have been built (test_the_native_fanout_is_built)."""
+    chosen = fanout.fanout_native if name == "native" else fanout.fanout_python
+    assert chosen is not None, "clarion._fanout was not built"
+    return chosen
 
 
 def run(loop_name: str, test: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -124,6 +131,7 @@ async def connected(
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
             transport, _ = await loop.connect_accepted_socket(_Placeholder, accepted)
             session = Session(APP, f"1.{number}", loop.time())
+            # _Node stands in for the server's Node with only what a Connection uses of it.
             conn = connection(_Node(), session, transport, max_buffer, 1 << 16)  # type: ignore[arg-type]
             transport.set_protocol(conn)
             pairs.append(Pair(conn, peer))
@@ -155,7 +163,7 @@ def test_every_subscriber_but_the_excluded_one_gets_the_frame_once(fan_name: str
         async with connected(6) as pairs:
             frame = text_frame('{"event":"e","channel":"c","data":"1"}')
             skipped = pairs[2].conn
-            assert fanout.send(FANS[fan_name], sockets_of(pairs), frame, skipped) == 5  # type: ignore[arg-type]
+            assert fanout.send(fan(fan_name), sockets_of(pairs), frame, skipped) == 5
             await asyncio.sleep(0.05)  # the python fan-out's writes may wait for the loop
             for pair in pairs:
                 if pair.conn is skipped:
@@ -180,7 +188,7 @@ def test_a_frame_waits_behind_bytes_the_transport_already_holds(fan_name: str, l
             assert conn.transport.get_write_buffer_size() > 0
             assert conn.out_fd == -1  # pause_writing: from now on, through the transport
             small = text_frame("after")
-            sent, rest = FANS[fan_name]({conn.socket_id: conn}, small, None)  # type: ignore[misc]
+            sent, rest = fan(fan_name)({conn.socket_id: conn}, small, None)
             if fan_name == "native":
                 assert (sent, rest) == (0, [(conn, -2)])  # left to the transport, not sent
             for queued, done in rest:
@@ -198,7 +206,7 @@ def test_a_partial_native_send_is_finished_by_the_transport(loop_name: str) -> N
         async with connected(1, max_buffer=64 << 20, sndbuf=16 * 1024) as (pair,):
             conn = pair.conn
             frame = text_frame("y" * (4 << 20))
-            sent, rest = fanout.fanout_native({conn.socket_id: conn}, frame, None)  # type: ignore[misc]
+            sent, rest = fan("native")({conn.socket_id: conn}, frame, None)
             assert sent == 0
             [(same, done)] = rest
             assert same is conn and 0 < done < len(frame)  # the socket buffer took only part
@@ -220,7 +228,7 @@ def test_a_failed_send_drops_the_connection_and_is_not_counted(loop_name: str) -
             time.sleep(0.05)  # noqa: ASYNC251 - on purpose: the loop must not run and see the reset first
             frame = text_frame("z")
             sockets = sockets_of([first, second])
-            sent, rest = fanout.fanout_native(sockets, frame, None)  # type: ignore[misc]
+            sent, rest = fan("native")(sockets, frame, None)
             assert sent == 1
             assert rest == [(first.conn, -1)]
             assert not first.conn.write_rest(frame, -1)
@@ -234,25 +242,33 @@ def test_a_failed_send_drops_the_connection_and_is_not_counted(loop_name: str) -
 class _Watched(Connection):
     """A Connection that notes, when it hears connection_lost, whether its socket is still open."""
 
+    inode: int  # the socket's, set by the test before it closes anything
+    lost: asyncio.Event
+    heard: tuple[bool, int]  # (socket still open, out_fd) as connection_lost began
+    after: int  # out_fd once connection_lost has run
+
     def connection_lost(self, exc: Exception | None) -> None:
         try:
-            still_open = os.fstat(self.fd).st_ino == self.inode  # type: ignore[attr-defined]
+            still_open = os.fstat(self.fd).st_ino == self.inode
         except OSError:
             still_open = False
-        self.heard = (still_open, self.out_fd)  # type: ignore[attr-defined]
+        self.heard = (still_open, self.out_fd)
         super().connection_lost(exc)
-        self.after = self.out_fd  # type: ignore[attr-defined]
-        self.lost.set()  # type: ignore[attr-defined]
+        self.after = self.out_fd
+        self.lost.set()
+
+
+def _reset(pair: Pair) -> None:
+    """The peer resets the connection: close with SO_LINGER 0 sends an RST."""
+    pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pair.peer.close()
 
 
 CLOSES: dict[str, Callable[[Pair], None]] = {
     "abort": lambda pair: pair.conn.transport.abort(),
     "close": lambda pair: pair.conn.transport.close(),
     "peer-eof": lambda pair: pair.peer.shutdown(socket.SHUT_WR),
-    "peer-reset": lambda pair: (
-        pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
-        pair.peer.close(),
-    ),
+    "peer-reset": _reset,
 }
 
 
@@ -265,14 +281,15 @@ def test_the_loop_closes_a_socket_only_after_connection_lost_clears_out_fd(how: 
     async def test() -> None:
         async with connected(1, connection=_Watched) as (pair,):
             conn = pair.conn
-            conn.inode = os.fstat(conn.fd).st_ino  # type: ignore[attr-defined]
-            conn.lost = asyncio.Event()  # type: ignore[attr-defined]
+            assert isinstance(conn, _Watched)
+            conn.inode = os.fstat(conn.fd).st_ino
+            conn.lost = asyncio.Event()
             CLOSES[how](pair)
-            await asyncio.wait_for(conn.lost.wait(), 5)  # type: ignore[attr-defined]
-            still_open, before = conn.heard  # type: ignore[attr-defined]
+            await asyncio.wait_for(conn.lost.wait(), 5)
+            still_open, before = conn.heard
             assert still_open  # the number was still this connection's own socket
             assert before in (conn.fd, -1)  # (-1 already after the peer's EOF)
-            assert conn.after == -1  # type: ignore[attr-defined]
+            assert conn.after == -1
 
     run(loop_name, test)
 
@@ -287,7 +304,7 @@ def test_a_closing_connection_gets_no_more_frames(loop_name: str) -> None:
             pair.read(closing[1])
             assert pair.conn.out_fd == -1
             frame = text_frame("late")
-            assert fanout.send(fanout.fanout_native, sockets_of([pair]), frame) == 0  # type: ignore[arg-type]
+            assert fanout.send(fan("native"), sockets_of([pair]), frame) == 0
             await asyncio.sleep(0.05)
             assert pair.pending() == b""
 

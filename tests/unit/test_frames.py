@@ -560,8 +560,8 @@ def test_a_single_value_handshake_header_sent_twice_is_refused(name: str, value:
     ],
 )
 def test_list_headers_sent_twice_form_one_list(extra: str) -> None:
-    first = {"Connection": "keep-alive"} if extra.startswith("Connection") else {"Upgrade": "h2c"}
-    upgrade = Upgrade.read(head(**first) + f"\r\n{extra}".encode())
+    first = head(Connection="keep-alive") if extra.startswith("Connection") else head(Upgrade="h2c")
+    upgrade = Upgrade.read(first + f"\r\n{extra}".encode())
     assert isinstance(upgrade, Upgrade)
 
 
@@ -585,6 +585,7 @@ def close_code(frame: bytes | None) -> int:
     assert frame is not None
     opcode, _, payload, _ = server_frame(frame)
     assert opcode == frames.CLOSE
+    code: int
     (code,) = struct.unpack("!H", payload[:2])
     return code
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -31,7 +32,7 @@ def message(channel: str, name: str = "e", index: int = 0) -> Message:
     return Message((channel,), name, f'{{"i":{index}}}')
 
 
-async def eventually(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -215,7 +216,7 @@ async def test_a_broadcaster_gives_its_driver_to_an_in_process_queue_and_queued_
         queued = True
         id: int
 
-        def broadcast_on(self):  # type: ignore[no-untyped-def]
+        def broadcast_on(self) -> list[PrivateChannel]:
             return [PrivateChannel("tenant.1.categories")]
 
     driver = ScriptedDriver()
@@ -232,4 +233,4 @@ def test_an_event_class_without_broadcast_on_cannot_be_built():
         id: int
 
     with pytest.raises(TypeError, match="broadcast_on"):
-        Nowhere(id=1)
+        Nowhere(id=1)  # type: ignore[abstract]  # what the test proves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,8 @@ def test_networks_reads_lists_bare_addresses_and_none() -> None:
         networks("10.0.0.0/33")
 
 
-def admission(clock: FakeClock, **overrides: object) -> Admission:
-    values: dict[str, object] = {
+def admission(clock: FakeClock, **overrides: Any) -> Admission:
+    values: dict[str, Any] = {
         "fd_limit": 100,
         "fd_reserve": 20,
         "max_node_connections": None,
@@ -51,7 +52,7 @@ def admission(clock: FakeClock, **overrides: object) -> Admission:
         "clock": clock,
     }
     values.update(overrides)
-    return Admission(**values)  # type: ignore[arg-type]
+    return Admission(**values)
 
 
 def test_capacity_is_the_limit_less_the_reserve_or_the_ceiling_below_it() -> None:

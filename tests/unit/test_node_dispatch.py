@@ -27,7 +27,7 @@ async def test_an_action_the_dispatch_does_not_know_is_an_error_not_silence() ->
     node = await room.node()
     sock = room.connect(node)
     with pytest.raises(AssertionError):
-        await node.carry_out(sock, [Forgotten()])  # type: ignore[list-item]
+        await node.carry_out(sock, [Forgotten()])  # type: ignore[list-item]  # not an Action, on purpose
 
 
 async def test_actions_are_carried_out_in_order() -> None:

@@ -11,6 +11,7 @@ import pusher
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pusher.http import Request
 
 from clarion.protocol.errors import ApiError
 from clarion.protocol.signatures import (
@@ -258,14 +259,14 @@ def test_api_string_to_sign_leaves_out_auth_signature_in_any_case() -> None:
 # --- HTTP API: the official SDK's requests ---------------------------------------------------
 
 
-def _verify_sdk_request(request: object) -> None:
+def _verify_sdk_request(request: Request) -> None:
     verify_api_request(
         key=KEY,
         secret=SECRET,
-        method=request.method,  # type: ignore[attr-defined]
-        paths=(request.path,),  # type: ignore[attr-defined]
-        params=request.query_params,  # type: ignore[attr-defined]
-        body=request.body,  # type: ignore[attr-defined]
+        method=request.method,
+        paths=(request.path,),
+        params=request.query_params,
+        body=request.body,
         now=time.time(),
     )
 

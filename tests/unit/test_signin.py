@@ -13,7 +13,7 @@ import pytest
 
 from clarion.protocol.app import App
 from clarion.protocol.errors import ErrorCode
-from clarion.protocol.session import Close, Join, Send, Session, SignIn
+from clarion.protocol.session import Action, Close, Join, Send, Session, SignIn
 
 KEY = "app-key"
 SECRET = "app-secret"
@@ -38,11 +38,18 @@ def signin_frame(user: dict[str, Any] | str, *, secret: str = SECRET, auth: str 
     )
 
 
+def sent(action: Action) -> Any:
+    """The JSON of a frame the session sends."""
+    assert isinstance(action, Send), action
+    return json.loads(action.frame)
+
+
 def error_of(actions: list[Any]) -> dict[str, Any]:
-    assert len(actions) == 1 and isinstance(actions[0], Send), actions
-    frame = json.loads(actions[0].frame)
+    assert len(actions) == 1, actions
+    frame = sent(actions[0])
     assert frame["event"] == "pusher:error", frame
-    return frame["data"]
+    data: dict[str, Any] = frame["data"]
+    return data
 
 
 def test_valid_signin_names_the_user_and_keeps_user_data_verbatim() -> None:
@@ -130,18 +137,18 @@ def test_watchlist_over_100_keeps_the_first_100_and_warns_4302() -> None:
     actions = session.receive(signin_frame({"id": "1", "watchlist": watchlist}), T0)
     assert isinstance(actions[0], SignIn)
     assert actions[0].watchlist == tuple(watchlist[:100])
-    assert json.loads(actions[1].frame)["data"]["code"] == ErrorCode.WATCHLIST_LIMIT
+    assert sent(actions[1])["data"]["code"] == ErrorCode.WATCHLIST_LIMIT
 
 
 def test_user_channel_is_open_only_to_that_signed_in_user() -> None:
     session = make()
     subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": "#server-to-user-1", "auth": ""}})
-    refused = json.loads(session.receive(subscribe, T0)[0].frame)
+    refused = sent(session.receive(subscribe, T0)[0])
     assert refused["event"] == "pusher:subscription_error" and refused["data"]["status"] == 403
     session.receive(signin_frame({"id": "1"}), T0)
     assert session.receive(subscribe, T0) == [Join("#server-to-user-1", None)]
     other = json.dumps({"event": "pusher:subscribe", "data": {"channel": "#server-to-user-2"}})
-    assert json.loads(session.receive(other, T0)[0].frame)["event"] == "pusher:subscription_error"
+    assert sent(session.receive(other, T0)[0])["event"] == "pusher:subscription_error"
 
 
 def test_unsigned_socket_is_closed_4009_at_the_signin_timeout() -> None:
@@ -185,7 +192,7 @@ def test_signed_in_socket_joins_presence_as_its_user_without_channel_data() -> N
 
 def test_presence_without_channel_data_before_signin_is_refused() -> None:
     session = make()
-    refused = json.loads(session.receive(presence_subscribe("presence-room"), T0)[0].frame)
+    refused = sent(session.receive(presence_subscribe("presence-room"), T0)[0])
     assert refused["event"] == "pusher:subscription_error"
     assert refused["data"]["status"] == 401
 
@@ -193,7 +200,7 @@ def test_presence_without_channel_data_before_signin_is_refused() -> None:
 def test_presence_from_signin_still_needs_a_valid_channel_signature() -> None:
     session = make()
     session.receive(signin_frame({"id": "7"}), T0)
-    refused = json.loads(session.receive(presence_subscribe("presence-room", secret="wrong"), T0)[0].frame)
+    refused = sent(session.receive(presence_subscribe("presence-room", secret="wrong"), T0)[0])
     assert refused["event"] == "pusher:subscription_error"
 
 
