@@ -46,7 +46,7 @@ def listen(
 
         # Strong reference: the receiver lives as long as the signal.
         domain_event.connect(receiver, sender=sender, weak=False)
-        listener.receiver = receiver  # type: ignore[attr-defined]
+        listener.receiver = receiver  # type: ignore[attr-defined]  # so signal.disconnect(fn.receiver) works
         return listener
 
     return register

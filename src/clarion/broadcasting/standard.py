@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, JsonValue, computed_field
 
@@ -58,7 +58,7 @@ class CategoryEvent(BroadcastEvent):
         return [tenant_categories(self.tenant_id)]
 
     @classmethod
-    def from_category(cls, category: Any) -> Any:
+    def from_category(cls, category: Any) -> Self:
         """From any object with ``tenant_id``, ``id``, ``name`` (and maybe ``parent_id``)."""
         return cls(
             tenant_id=category.tenant_id,
