@@ -627,6 +627,55 @@ async def test_http_api_keeps_the_connection_alive_for_a_second_request(server) 
         assert status == 400
 
 
+async def test_an_upgrade_after_http_requests_on_the_same_connection_opens_a_websocket(server) -> None:
+    # A proxy that pools its connections to Clarion (nginx with upstream keepalive, Go's and
+    # Envoy's proxies) sends an upgrade on a connection that already carried HTTP requests.
+    async with await RawSocket.connect(server) as sock:
+        await sock.send(http_get(server, "/health"))
+        status, _, _ = await sock.response()
+        assert status == 200
+        await sock.send(http_get(server, f"/apps/{server.app_id}/channels", signed=True))
+        status, _, _ = await sock.response()
+        assert status == 200
+        await sock.upgrade(handshake(server))
+        await sock.established()
+        await gets_events(server, sock)
+        await sock.send(frame(PING, b"still here"))
+        assert await sock.recv_frame() == (PONG, True, b"still here")
+        await sock.send(frame(CLOSE, struct.pack("!H", 1000)))
+        assert await sock.closed_with() == 1000
+    await still_serving(server)
+
+
+async def test_an_upgrade_pipelined_behind_an_http_request_opens_a_websocket(server) -> None:
+    async with await RawSocket.connect(server) as sock:
+        await sock.send(http_get(server, "/health") + handshake(server))
+        status, _, body = await sock.response()
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        status, headers = await sock.response_head()
+        assert status == 101, headers
+        await sock.established()
+        await gets_events(server, sock)
+
+
+async def test_a_late_upgrade_is_checked_like_a_first_one(server) -> None:
+    async with await RawSocket.connect(server) as sock:
+        await sock.send(http_get(server, "/health"))
+        assert (await sock.response())[0] == 200
+        # A broken handshake: 400 with the reason, and the connection still serves HTTP.
+        await sock.send(handshake(server, Sec_WebSocket_Version="8"))
+        status, _, body = await sock.response()
+        assert (status, json.loads(body)) == (400, {"error": "Sec-WebSocket-Version 13 expected"})
+        await sock.send(http_get(server, "/health"))
+        assert (await sock.response())[0] == 200
+        # An unknown app key: upgraded, then refused with 4001 and closed, as through the front door.
+        await sock.upgrade(handshake(server, target="/app/no-such-key?protocol=7"))
+        error = await sock.expect("pusher:error")
+        assert payload(error)["code"] == 4001
+        assert await sock.closed_with() == 4001
+    await still_serving(server)
+
+
 async def test_two_pipelined_http_requests_in_one_write_are_both_answered(server) -> None:
     async with await RawSocket.connect(server) as sock:
         await sock.send(http_get(server, "/health") + http_get(server, f"/apps/{server.app_id}/channels", signed=True))

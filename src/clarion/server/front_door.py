@@ -3,6 +3,8 @@
 Each new TCP connection starts here. Once its request head has arrived: a WebSocket upgrade to
 ``/app/{key}`` is answered here and the connection becomes a lean ``Connection``; any other
 request is handed, bytes and all, to aiohttp, which serves the HTTP API, health and metrics.
+A proxy that pools its connections to Clarion may send an upgrade on a connection that already
+carried HTTP requests, so aiohttp has it: ``adopt`` takes such a connection back from aiohttp.
 
 Keeping aiohttp out of WebSocket connections is what makes an idle socket cheap (no request
 object, no handler task, no stream reader) and its handshake fast; the measurements are in
@@ -17,6 +19,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from aiohttp import web
 
 from ..observability import metrics
 from ..observability.logs import fields
@@ -252,6 +256,38 @@ class FrontDoor(asyncio.Protocol):
         conn.send(session.hello())
         if rest:
             conn.data_received(rest)
+
+
+def adopt(request: web.Request, node: Node) -> web.Response | None:
+    """Take over a WebSocket upgrade that arrived on a connection aiohttp serves (after earlier
+    requests on it): the socket leaves aiohttp and opens as if it had come through the front door.
+    None once adopted (aiohttp then writes nothing); otherwise the 400 to answer."""
+    version = request.version
+    head = f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}\r\n" + "\r\n".join(
+        f"{name.decode('latin-1')}: {value.decode('latin-1')}" for name, value in request.raw_headers
+    )
+    upgrade = Upgrade.read(head.encode("latin-1"))
+    transport = request.transport
+    if upgrade is None or isinstance(upgrade, str) or transport is None or transport.is_closing():
+        error = upgrade if isinstance(upgrade, str) else "WebSocket upgrade expected"
+        return web.json_response({"error": error}, status=400)
+    protocol = request.protocol
+    # Bytes after the head (none from a client that waits for the 101, as clients do) are kept.
+    rest = bytes(getattr(protocol, "_message_tail", b""))
+    # aiohttp lets go: with its transport cleared, its connection_lost forgets the connection
+    # (its server's count, timers, request loop) without closing the socket.
+    protocol.transport = None
+    protocol.connection_lost(None)
+    door = FrontDoor(node, _no_http)
+    door.transport = transport
+    door._open(upgrade, rest)
+    if not transport.is_closing() and not transport.is_reading():
+        transport.resume_reading()
+    return None
+
+
+def _no_http() -> asyncio.Protocol:  # pragma: no cover - an adopted socket is never handed back
+    raise RuntimeError("an adopted WebSocket has no HTTP protocol to return to")
 
 
 class _Hangup(asyncio.Protocol):

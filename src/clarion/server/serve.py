@@ -21,7 +21,7 @@ from ..tasks import cancel_and_wait
 from . import dashboard, http_api, limits
 from .config import Settings
 from .drain import drain
-from .front_door import FrontDoor
+from .front_door import FrontDoor, adopt
 from .http_api import NODE
 from .loop_errors import LoopErrors
 from .node import Node
@@ -58,9 +58,12 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-async def not_upgraded(request: web.Request) -> web.Response:
-    """``/app/{key}`` without a WebSocket upgrade (upgrades never reach aiohttp)."""
-    return web.json_response({"error": "WebSocket upgrade expected"}, status=400)
+async def upgrade_late(request: web.Request) -> web.Response:
+    """``/app/{key}`` on a connection aiohttp serves: a WebSocket upgrade after earlier requests on
+    the same connection (a proxy's pooled connection) is adopted; anything else is a 400."""
+    refused = adopt(request, request.app[NODE])
+    # Once adopted the socket is no longer aiohttp's, and this response goes nowhere.
+    return refused if refused is not None else web.Response(status=101)
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -168,7 +171,7 @@ def build_app(settings: Settings) -> web.Application:
 
     application.cleanup_ctx.append(lifecycle)
     application.on_shutdown.append(goodbye)
-    application.router.add_get("/app/{key}", not_upgraded)
+    application.router.add_get("/app/{key}", upgrade_late)
     http_api.add_routes(application.router)
     application.router.add_get("/health", health)
     application.router.add_get("/ready", ready)
