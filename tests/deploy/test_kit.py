@@ -1,0 +1,436 @@
+"""The operator's kit in deploy/: each file checked by the real tool that reads it, where one runs here.
+
+- nginx: the shipped config (only its paths, ports and the upstream's port rewritten) passes
+  ``nginx -t``, then runs in front of a real ``clarion serve`` configured from
+  deploy/clarion.env.example: a WebSocket over TLS, an event published over HTTPS, /health and
+  the client's address (X-Forwarded-For) all go through it.
+- systemd: ``systemd-analyze verify`` and ``security --offline`` on the units.
+- Docker: no daemon runs here, so the compose file is parsed and each health check command is
+  run against the real process it checks; the Dockerfile's instructions are read and checked
+  against the repository and scripts/setup.sh.
+- The environment examples: every variable is one the code reads, and the files load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+import yaml
+
+from clarion.broadcasting import commands as broadcast_commands
+from clarion.server.config import APP_ENV, IDENTITY_ENV, SERVER_ENV, load_settings
+from conftest import ROOT, RunningServer, run_server
+from pusherclient import PusherSocket, signed_query
+from redisproc import free_port
+
+DEPLOY = ROOT / "deploy"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+CLARION = Path(sys.executable).parent / "clarion"
+CONFIG_DOC = (ROOT / "docs" / "configuration.md").read_text()
+CLARION_VARIABLES = {*SERVER_ENV, *APP_ENV, *IDENTITY_ENV, "CLARION_CONFIG"}
+BROADCAST_VARIABLES = {broadcast_commands.ENV_DRIVER, broadcast_commands.ENV_REDIS, broadcast_commands.ENV_PREFIX}
+
+
+def env_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """An EnvironmentFile's assignments, and the names of those left commented out (``#NAME=``)."""
+    active: dict[str, str] = {}
+    commented: list[str] = []
+    for line in path.read_text().splitlines():
+        if match := re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line):
+            active[match[1]] = match[2]
+        elif match := re.fullmatch(r"#\s?([A-Z][A-Z0-9_]*)=.*", line):
+            commented.append(match[1])
+        else:
+            assert line == "" or line.startswith("#"), f"{path.name}: not an assignment or a comment: {line!r}"
+    return active, commented
+
+
+def unit(path: Path) -> dict[str, list[str]]:
+    """A unit file's ``[Service]``-and-other settings, every value of each key in order."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|min)?", value)
+    assert match, value
+    return int(match[1]) * (60 if match[2] == "min" else 1)
+
+
+# --- the environment examples -------------------------------------------------------------------
+
+
+def test_every_variable_of_the_server_env_example_is_a_documented_setting_and_the_file_loads() -> None:
+    active, commented = env_file(DEPLOY / "clarion.env.example")
+    names = [*active, *commented]
+    assert {"CLARION_WORKERS", "CLARION_SHUTDOWN_TIMEOUT", "CLARION_FD_RESERVE", "CLARION_TRUSTED_PROXIES"} <= set(
+        active
+    )
+    for name in names:
+        assert name in CLARION_VARIABLES, f"{name} is read by no code"
+        assert f"`{name}`" in CONFIG_DOC, f"{name} is not in docs/configuration.md"
+    settings = load_settings(environ={**active, "CLARION_ADMIN_TOKEN": "x" * 32})
+    assert not settings.dev_app and settings.workers == int(active["CLARION_WORKERS"])
+    assert settings.log_format == "json" and settings.scaling == "redis"
+
+
+def test_every_variable_of_the_broadcast_worker_env_example_is_one_it_reads() -> None:
+    active, commented = env_file(DEPLOY / "systemd" / "clarion-broadcasts.env.example")
+    assert set(active) | set(commented) == BROADCAST_VARIABLES
+    server, _ = env_file(DEPLOY / "clarion.env.example")
+    # The worker signs with the server's app and posts to the server's own port.
+    driver = active[broadcast_commands.ENV_DRIVER]
+    assert driver == (
+        f"pusher://{server['CLARION_APP_KEY']}:{server['CLARION_APP_SECRET']}"
+        f"@{server['CLARION_HOST']}:{server['CLARION_PORT']}/{server['CLARION_APP_ID']}"
+    )
+
+
+# --- systemd ------------------------------------------------------------------------------------
+
+
+UNITS = ["clarion.service", "clarion-broadcasts.service"]
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_analyze_verifies_the_unit_without_a_warning(name: str, tmp_path: Path) -> None:
+    text = (DEPLOY / "systemd" / name).read_text()
+    assert "ExecStart=/opt/clarion/.venv/bin/clarion " in text
+    # verify checks that ExecStart's binary exists: the installed clarion stands in for /opt/clarion's.
+    (tmp_path / name).write_text(text.replace("/opt/clarion/.venv/bin/clarion", str(CLARION)))
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+    # The same check fails on a unit whose binary is missing (so the rewrite above is what passes).
+    (tmp_path / "missing.service").write_text(text)
+    missing = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(tmp_path / "missing.service")], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode != 0 and "is not executable" in missing.stderr
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_the_unit_runs_with_least_privilege(name: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_text((DEPLOY / "systemd" / name).read_text().replace("/opt/clarion/.venv/bin/clarion", str(CLARION)))
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=yes", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert exposure, done.stdout + done.stderr
+    # systemd's scale: 0 (locked down) to 10 (unprotected); below 2 it calls the service "OK".
+    assert float(exposure[1]) < 2.0, done.stdout
+    settings = unit(path)
+    assert settings["DynamicUser"] == ["yes"] and settings["CapabilityBoundingSet"] == [""]
+    assert settings["NoNewPrivileges"] == ["yes"] and settings["ProtectSystem"] == ["strict"]
+
+
+def test_the_server_unit_fits_the_descriptor_limit_and_the_shutdown_timeout() -> None:
+    settings = unit(DEPLOY / "systemd" / "clarion.service")
+    env, _ = env_file(DEPLOY / "clarion.env.example")
+    assert settings["EnvironmentFile"] == ["/etc/clarion/clarion.env"]
+    nofile = int(settings["LimitNOFILE"][0])
+    # Each worker's capacity is LimitNOFILE - CLARION_FD_RESERVE; the node ceiling must fit under it,
+    # or Clarion warns at start and the ceiling is never reached.
+    assert nofile - int(env["CLARION_FD_RESERVE"]) >= int(env["CLARION_MAX_NODE_CONNECTIONS"])
+    # docs/operations/deploys.md: a stop timeout above CLARION_SHUTDOWN_TIMEOUT + 15 s; the spread
+    # is at most half the timeout.
+    assert seconds(settings["TimeoutStopSec"][0]) > float(env["CLARION_SHUTDOWN_TIMEOUT"]) + 15
+    assert float(env["CLARION_SHUTDOWN_SPREAD"]) <= float(env["CLARION_SHUTDOWN_TIMEOUT"]) / 2
+    # SIGTERM to the supervisor alone, which forwards it to its workers and waits for them.
+    assert settings["KillMode"] == ["mixed"] and settings["KillSignal"] == ["SIGTERM"]
+    assert settings["ExecStart"] == ["/opt/clarion/.venv/bin/clarion serve"]
+    # The raise of the soft limit (setrlimit) and the workers (fork, exec) stay allowed.
+    assert "@system-service" in settings["SystemCallFilter"]
+
+
+def test_the_broadcast_unit_runs_the_worker_with_its_own_environment() -> None:
+    settings = unit(DEPLOY / "systemd" / "clarion-broadcasts.service")
+    assert settings["EnvironmentFile"] == ["/etc/clarion/broadcasts.env"]
+    args = shlex.split(settings["ExecStart"][0])
+    assert args[:2] == ["/opt/clarion/.venv/bin/clarion", "broadcast-worker"]
+    done = subprocess.run([str(CLARION), *args[1:], "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr  # every flag the unit passes exists
+    assert seconds(settings["TimeoutStopSec"][0]) >= 10 and settings["KillMode"] == ["mixed"]
+
+
+# --- nginx --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proxy:
+    clarion: RunningServer
+    tls_port: int
+    http_port: int
+    context: ssl.SSLContext
+    origin: str
+    log: Path
+
+    def wss(self) -> str:
+        return f"wss://127.0.0.1:{self.tls_port}/app/{self.clarion.key}?protocol=7&client=js&version=8.4.0"
+
+
+def render_nginx(tmp: Path, cert: Path, key: Path, upstream: int, tls_port: int, http_port: int) -> Path:
+    """deploy/nginx/clarion.conf with its paths in ``tmp``, its ports free ones, its upstream the
+    test's Clarion; everything else as shipped. Each rewrite must find its directive."""
+    text = (DEPLOY / "nginx" / "clarion.conf").read_text()
+    user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
+    temp = " ".join(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    rewrites = [
+        (r"(?m)^user \S+;", f"user {user};", 1),
+        (r"(?m)^worker_processes \S+;", "worker_processes 1;", 1),
+        (r"(?m)^pid \S+;", f"pid {tmp / 'nginx.pid'};", 1),
+        (r"(?m)^error_log \S+", f"error_log {tmp / 'error.log'}", 1),
+        (r"access_log \S+", f"access_log {tmp / 'access.log'}", 1),
+        (r"(?m)^http \{", "http {\n    " + temp, 1),
+        (r"ssl_certificate +\S+;", f"ssl_certificate {cert};", 1),
+        (r"ssl_certificate_key +\S+;", f"ssl_certificate_key {key};", 1),
+        (r"server 127\.0\.0\.1:6001;", f"server 127.0.0.1:{upstream};", 1),
+        (r"listen \[::\]:\d+( ssl)?;\n", "", 2),
+        (r"listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;", 1),
+        (r"listen 80;", f"listen 127.0.0.1:{http_port};", 1),
+    ]
+    for pattern, replacement, count in rewrites:
+        text, made = re.subn(pattern, lambda _, r=replacement: r, text)
+        assert made == count, f"{pattern!r} found {made} times in deploy/nginx/clarion.conf"
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def running_nginx(tmp: Path, cert: Path, key: Path, upstream: int) -> Iterator[tuple[int, int]]:
+    """nginx on two free ports (chosen again if another process took one meanwhile)."""
+    for _ in range(5):
+        tls_port, http_port = free_port(), free_port()
+        conf = render_nginx(tmp, cert, key, upstream, tls_port, http_port)
+        checked = nginx_test(conf, tmp)
+        assert checked.returncode == 0, checked.stderr
+        proc = subprocess.Popen(
+            [NGINX, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and not (port_open(tls_port) and port_open(http_port)):
+            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+            time.sleep(0.05)
+        if proc.poll() is None:
+            break
+        assert "Address already in use" in (proc.stderr.read() if proc.stderr else ""), "nginx stopped"
+    else:
+        raise AssertionError("no free ports for nginx after 5 tries")
+    try:
+        yield tls_port, http_port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A real clarion serve with deploy/clarion.env.example's settings (one worker on a free port,
+    one socket per client address so the address it sees is what is tested), behind nginx."""
+    tmp = tmp_path_factory.mktemp("nginx")
+    authority = trustme.CA()
+    issued = authority.issue_cert("ws.example.com", "127.0.0.1")
+    cert, key = tmp / "fullchain.pem", tmp / "privkey.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    for extra in issued.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    example, _ = env_file(DEPLOY / "clarion.env.example")
+    # Where and how many are the test's to choose (free port, its own Redis prefix); the rest is
+    # the example's: the app, origins, Redis scaling, JSON logs, trusted proxies, no exemption.
+    for name in ("CLARION_HOST", "CLARION_PORT", "CLARION_SCALING_PREFIX", "CLARION_WORKERS"):
+        example.pop(name)
+    env = {**example, "CLARION_IP_MAX_CONNECTIONS": "1", "CLARION_IP_CONNECTION_RATE": "0"}
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    with run_server(env=env) as clarion, running_nginx(tmp, cert, key, clarion.port) as (tls_port, http_port):
+        origin = example["CLARION_ALLOWED_ORIGINS"].split(",")[0]
+        yield Proxy(clarion, tls_port, http_port, client, origin, tmp / "access.log")
+
+
+def test_the_shipped_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    issued = authority.issue_cert("ws.example.com")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    conf = render_nginx(tmp_path, cert, key, 6001, free_port(), free_port())
+    done = nginx_test(conf, tmp_path)
+    assert done.returncode == 0 and "test is successful" in done.stderr, done.stderr
+    # And it would catch a broken one: a WebSocket header without its value.
+    conf.write_text(conf.read_text().replace("proxy_set_header Upgrade $http_upgrade;", "proxy_set_header Upgrade;"))
+    assert nginx_test(conf, tmp_path).returncode != 0
+
+
+def test_nginx_sizes_descriptors_timeouts_and_bodies_for_clarion() -> None:
+    text = (DEPLOY / "nginx" / "clarion.conf").read_text()
+    env, _ = env_file(DEPLOY / "clarion.env.example")
+
+    def directive(name: str) -> str:
+        found = re.findall(rf"(?m)^\s*{name} ([^;]+);", text)
+        assert len(found) == 1, f"{name}: {found}"
+        return str(found[0])
+
+    # Two descriptors per proxied WebSocket (client and upstream).
+    assert int(directive("worker_rlimit_nofile")) >= 2 * int(directive("worker_connections"))
+    # A healthy idle socket is silent at most activity_timeout + pong_timeout.
+    idle = float(env["CLARION_ACTIVITY_TIMEOUT"]) + float(env["CLARION_PONG_TIMEOUT"])
+    assert seconds(directive("proxy_read_timeout")) > idle
+    assert seconds(directive("proxy_read_timeout")) >= 120  # pusher-js's own activity timeout
+    # Room for the largest HTTP API body with the default limits (docs/configuration.md).
+    assert "639,344" in CONFIG_DOC and directive("client_max_body_size") == "1m"
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
+
+
+async def open_through(proxy: Proxy, source: str, headers: dict[str, str] | None = None) -> PusherSocket:
+    """A Pusher socket over TLS through nginx, from the loopback address ``source``, with the
+    Origin the example allows."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=proxy.context)
+    session = aiohttp.ClientSession(connector=connector)
+    try:
+        ws = await session.ws_connect(proxy.wss(), autoping=False, origin=proxy.origin, headers=headers or {})
+    except BaseException:
+        await session.close()
+        raise
+    sock = PusherSocket(session, ws)
+    try:
+        hello = await sock.recv()
+        assert hello["event"] == "pusher:connection_established", hello
+        sock.socket_id = json.loads(hello["data"])["socket_id"]
+    except BaseException:
+        await sock.close()
+        raise
+    return sock
+
+
+async def upgrade_status(proxy: Proxy, source: str, headers: dict[str, str] | None = None) -> int:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=proxy.context)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            async with session.ws_connect(proxy.wss(), origin=proxy.origin, headers=headers or {}):
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+
+async def https(proxy: Proxy, method: str, path: str, body: bytes = b"", **params: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            f"https://127.0.0.1:{proxy.tls_port}{path}",
+            params=params,
+            data=body or None,
+            headers={"Content-Type": "application/json"} if body else {},
+            ssl=proxy.context,
+            allow_redirects=False,
+        ) as response,
+    ):
+        text = await response.text()
+        return response.status, json.loads(text) if "json" in response.content_type else text
+
+
+async def test_a_websocket_through_nginx_over_tls_is_established_and_gets_an_event_published_over_https(
+    proxy: Proxy,
+) -> None:
+    # HTTP requests first: an upgrade must not be sent on a connection they left open upstream.
+    for _ in range(3):
+        assert (await https(proxy, "GET", "/health"))[0] == 200
+    sock = await open_through(proxy, "127.0.0.11")
+    try:
+        assert (await sock.subscribe("kit-news"))["event"] == "pusher_internal:subscription_succeeded"
+        await sock.send("pusher:ping", {})
+        assert (await sock.recv())["event"] == "pusher:pong"
+        path = f"/apps/{proxy.clarion.app_id}/events"
+        body = json.dumps({"name": "deployed", "channel": "kit-news", "data": '{"ok":true}'}).encode()
+        params = signed_query(proxy.clarion.key, proxy.clarion.secret, "POST", path, body)
+        status, answer = await https(proxy, "POST", path, body, **params)
+        assert status == 200, answer
+        event = await sock.expect("deployed", "kit-news")
+        assert json.loads(event["data"]) == {"ok": True}
+    finally:
+        await sock.close()
+
+
+async def test_health_and_ready_pass_through_nginx_and_metrics_do_not(proxy: Proxy) -> None:
+    assert await https(proxy, "GET", "/health") == (200, {"status": "ok"})
+    assert await https(proxy, "GET", "/ready") == (200, {"status": "ready"})
+    status, _ = await https(proxy, "GET", "/metrics")
+    assert status == 404
+    async with aiohttp.ClientSession() as session, session.get(proxy.clarion.http_url + "/metrics") as direct:
+        assert direct.status == 200  # Prometheus scrapes the node itself
+
+
+async def test_plain_http_is_redirected_to_https(proxy: Proxy) -> None:
+    url = f"http://127.0.0.1:{proxy.http_port}/app/{proxy.clarion.key}?protocol=7"
+    async with aiohttp.ClientSession() as session, session.get(url, allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"].startswith("https://")
+
+
+async def test_clarion_sees_each_client_address_through_nginx_and_not_a_forged_one(proxy: Proxy) -> None:
+    # One WebSocket per address (CLARION_IP_MAX_CONNECTIONS=1, nothing exempt): were the client's
+    # address lost at the proxy, every client would share 127.0.0.1 and the second be refused.
+    first = await open_through(proxy, "127.0.0.21")
+    try:
+        second = await open_through(proxy, "127.0.0.22")
+        await second.close()
+        # The same client again is refused, whatever it writes into X-Forwarded-For itself.
+        assert await upgrade_status(proxy, "127.0.0.21") == 429
+        assert await upgrade_status(proxy, "127.0.0.21", {"X-Forwarded-For": "203.0.113.9"}) == 429
+    finally:
+        await first.close()
+    assert "ip_connections" in proxy.clarion.log_text()
+    # nginx logs the request without its query string (the dashboard's token would be in it).
+    await asyncio.sleep(0.1)
+    assert "/app/" + proxy.clarion.key in proxy.log.read_text()
+    assert "protocol=7" not in proxy.log.read_text()
