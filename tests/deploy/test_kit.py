@@ -122,9 +122,7 @@ def test_systemd_analyze_verifies_the_unit_without_a_warning(name: str, tmp_path
     assert "ExecStart=/opt/clarion/.venv/bin/clarion " in text
     # verify checks that ExecStart's binary exists: the installed clarion stands in for /opt/clarion's.
     (tmp_path / name).write_text(text.replace("/opt/clarion/.venv/bin/clarion", str(CLARION)))
-    done = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([SYSTEMD_ANALYZE, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
     # The same check fails on a unit whose binary is missing (so the rewrite above is what passes).
     (tmp_path / "missing.service").write_text(text)
@@ -227,9 +225,7 @@ def render_nginx(tmp: Path, cert: Path, key: Path, upstream: int, tls_port: int,
 
 
 def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30)
 
 
 def port_open(port: int) -> bool:
@@ -434,3 +430,297 @@ async def test_clarion_sees_each_client_address_through_nginx_and_not_a_forged_o
     await asyncio.sleep(0.1)
     assert "/app/" + proxy.clarion.key in proxy.log.read_text()
     assert "protocol=7" not in proxy.log.read_text()
+
+
+# --- compose ------------------------------------------------------------------------------------
+
+COMPOSE = DEPLOY / "compose.yml"
+APP_DIR = ROOT / "examples" / "categories"
+SECRET = "s3cret-" * 6  # what deploy/.env would give
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error}, for the values this file uses."""
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"] or ""
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise LookupError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}", one, value)
+
+
+def services(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """compose.yml's services, anchors merged (PyYAML does ``<<``), variables interpolated."""
+    given = {"CLARION_APP_SECRET": SECRET} if env is None else env
+    loaded = yaml.safe_load(COMPOSE.read_text())["services"]
+    for service in loaded.values():
+        service["environment"] = {k: str(interpolate(v, given)) for k, v in service.get("environment", {}).items()}
+    return dict(loaded)
+
+
+def test_compose_runs_redis_clarion_the_broadcast_worker_and_the_app_each_started_once_its_dependency_is_healthy() -> (
+    None
+):
+    found = services()
+    assert set(found) == {"redis", "clarion", "broadcasts", "app"}
+    needs = {"redis": set(), "clarion": {"redis"}, "broadcasts": {"redis", "clarion"}, "app": {"clarion"}}
+    for name, service in found.items():
+        depends = service.get("depends_on", {})
+        assert set(depends) == needs[name], name
+        assert all(dep == {"condition": "service_healthy"} for dep in depends.values()), name
+        assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert service["restart"] == "unless-stopped"
+    # Clarion's code runs from the one image built from this repository.
+    for name in ("clarion", "broadcasts", "app"):
+        build = found[name]["build"]
+        assert (COMPOSE.parent / build["context"]).resolve() == ROOT
+        assert (ROOT / build["dockerfile"]).is_file() and found[name]["image"] == found["clarion"]["image"]
+    # The secret has no default: compose refuses to start without deploy/.env.
+    with pytest.raises(LookupError, match="CLARION_APP_SECRET"):
+        services(env={})
+
+
+def test_compose_publishes_each_port_its_service_listens_on_to_loopback_only() -> None:
+    found = services()
+    clarion, app = found["clarion"], found["app"]
+    assert clarion["ports"] == [f"127.0.0.1:6001:{clarion['environment']['CLARION_PORT']}"]
+    command = app["command"]
+    assert app["ports"] == [f"127.0.0.1:8000:{command[command.index('--port') + 1]}"]
+    assert "ports" not in found["redis"] and "ports" not in found["broadcasts"]
+    # The browser reaches Clarion at its published port, not at the service name.
+    assert app["environment"]["CATEGORIES_WS_PORT"] == "6001"
+
+
+def test_compose_settings_are_ones_the_code_reads_and_a_valid_clarion_configuration() -> None:
+    found = services()
+    env = found["clarion"]["environment"]
+    for name in env:
+        assert name in CLARION_VARIABLES and f"`{name}`" in CONFIG_DOC, name
+    settings = load_settings(environ=env)
+    assert not settings.dev_app and settings.scaling == "redis" and settings.workers == 2
+    assert settings.redis_url == "redis://redis:6379/0"
+    # Docker's stop timeout above the drain (docs/operations/deploys.md); room for descriptors.
+    assert seconds(found["clarion"]["stop_grace_period"]) > settings.shutdown_timeout + 15
+    nofile = found["clarion"]["ulimits"]["nofile"]
+    assert nofile["soft"] == nofile["hard"] and nofile["hard"] - settings.fd_reserve >= 10_000
+    driver = f"pusher://{settings.apps[0].key}:{SECRET}@clarion:{settings.port}/{settings.apps[0].id}"
+    assert found["broadcasts"]["environment"] == {
+        broadcast_commands.ENV_DRIVER: driver,
+        broadcast_commands.ENV_REDIS: "redis://redis:6379/0",
+        broadcast_commands.ENV_PREFIX: "clarion-broadcasts",
+    }
+    app_env = found["app"]["environment"]
+    assert app_env["CLARION_BROADCAST_DRIVER"] == driver
+    app_settings = (APP_DIR / "categories_app" / "settings.py").read_text()
+    for name in app_env:
+        assert name == "CLARION_BROADCAST_DRIVER" or f'"{name}"' in app_settings, f"the app reads no {name}"
+    assert "http://127.0.0.1:8000" in settings.apps[0].allowed_origins
+
+
+def run_check(test: list[str], replace: dict[str, str] | None = None, env: dict[str, str] | None = None) -> int:
+    """A compose or Dockerfile health check run here: ``python`` is this interpreter, and each
+    ``replace`` pair rewrites the command (a port the container would use)."""
+    kind, *args = test
+    if kind == "CMD-SHELL":
+        args = ["sh", "-c", args[0]]
+    else:
+        assert kind == "CMD"
+        args = [sys.executable if arg == "python" else arg for arg in args]
+    for old, new in (replace or {}).items():
+        args = [arg.replace(old, new) for arg in args]
+    return subprocess.run(args, env={**os.environ, **(env or {})}, capture_output=True, timeout=30).returncode
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT, log: Path | None = None
+) -> Iterator[None]:
+    out = log.open("wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            assert proc.poll() is None, f"{args[:3]} stopped" + (f":\n{log.read_text()}" if log else "")
+            assert time.monotonic() < deadline, f"{args[:3]} did not listen on {port}"
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_each_compose_health_check_passes_against_its_service_run_here_and_fails_without_it(tmp_path: Path) -> None:
+    found = services()
+    closed = str(free_port())
+    # Redis: the machine's, on the port the check uses by default.
+    redis_check = found["redis"]["healthcheck"]["test"]
+    assert run_check(redis_check) == 0
+    assert run_check(redis_check, {"redis-cli": f"redis-cli -p {closed}"}) != 0
+    # Clarion: compose's settings, on a free port, joined through the machine's Redis.
+    env = dict(found["clarion"]["environment"])
+    for name in ("CLARION_HOST", "CLARION_PORT", "CLARION_WORKERS"):
+        env.pop(name)
+    env["CLARION_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    clarion_check = found["clarion"]["healthcheck"]["test"]
+    with run_server(env=env) as clarion:
+        assert run_check(clarion_check, env={"CLARION_PORT": str(clarion.port)}) == 0
+        assert run_check(clarion_check, env={"CLARION_PORT": closed}) != 0
+        driver = f"pusher://{clarion.key}:{clarion.secret}@127.0.0.1:{clarion.port}/{clarion.app_id}"
+        # The broadcast worker: compose's command, its metrics on a free port, a queue of its own.
+        worker = found["broadcasts"]
+        metrics_port = str(free_port())
+        command = [arg.replace("9108", metrics_port) for arg in worker["command"]]
+        worker_env = {
+            **worker["environment"],
+            broadcast_commands.ENV_DRIVER: driver,
+            broadcast_commands.ENV_REDIS: "redis://127.0.0.1:6379/0",
+            broadcast_commands.ENV_PREFIX: f"kit-{free_port()}-{os.getpid()}",
+        }
+        assert command[0] == "clarion"
+        with process([str(CLARION), *command[1:]], worker_env, int(metrics_port)):
+            assert run_check(worker["healthcheck"]["test"], {"9108": metrics_port}) == 0
+        assert run_check(worker["healthcheck"]["test"], {"9108": metrics_port}) != 0
+        # The app: compose's command on a free port, its data in tmp_path.
+        app = found["app"]
+        app_port = str(free_port())
+        command = [arg.replace("8000", app_port).replace("0.0.0.0", "127.0.0.1") for arg in app["command"]]
+        app_env = {
+            **{k: v.replace("/data", str(tmp_path)) for k, v in app["environment"].items()},
+            "CLARION_BROADCAST_DRIVER": driver,
+            "CATEGORIES_STATIC_DIR": str(tmp_path / "no-spa"),
+            "PYTHONPATH": str(APP_DIR),
+        }
+        assert command[:3] == ["python", "-m", "categories_app"]
+        log = tmp_path / "app.log"
+        with process([sys.executable, *command[1:]], app_env, int(app_port), cwd=APP_DIR, log=log):
+            assert run_check(app["healthcheck"]["test"], {"8000": app_port}) == 0
+        assert run_check(app["healthcheck"]["test"], {"8000": app_port}) != 0
+        assert (tmp_path / "categories.db").is_file()  # migrated and seeded where compose's volume is
+
+
+# --- the Dockerfile -----------------------------------------------------------------------------
+
+
+@dataclass
+class Instruction:
+    stage: int
+    name: str
+    args: str
+
+
+def dockerfile() -> list[Instruction]:
+    """deploy/Dockerfile's instructions: continuation lines joined, comments left out."""
+    instructions: list[Instruction] = []
+    stage = -1
+    pending = ""
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        name, _, args = (pending + line).strip().partition(" ")
+        pending = ""
+        if name.upper() == "FROM":
+            stage += 1
+        instructions.append(Instruction(stage, name.upper(), " ".join(args.split())))
+    assert not pending, "a continued line at the end"
+    return instructions
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves ``path`` (or a folder above it) out of the build context."""
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        for prefix in prefixes:
+            if fnmatch(prefix, pattern):
+                return True
+            if pattern.startswith("**/") and any(
+                fnmatch("/".join(prefix.split("/")[i:]), pattern[3:]) for i in range(len(prefix.split("/")))
+            ):
+                return True
+    return False
+
+
+def test_every_copy_in_the_dockerfile_takes_a_file_in_the_repository_or_an_earlier_stage() -> None:
+    instructions = dockerfile()
+    stages = [i.args.split(" AS ")[-1] if " AS " in i.args else "" for i in instructions if i.name == "FROM"]
+    assert stages[:2] == ["web", "python"] and len(stages) == 3
+    patterns = dockerignore()
+    copies = [i for i in instructions if i.name == "COPY"]
+    assert copies
+    for copy in copies:
+        *sources, _target = copy.args.split()
+        if sources[0].startswith("--from="):
+            assert sources[0].removeprefix("--from=") in stages[: copy.stage], copy
+            continue
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert not ignored(source, patterns), f"COPY {source}: left out by .dockerignore"
+    # What must not reach the image: local environments, installed packages, the app's data.
+    for path in (".venv/bin/python", "clients/vue/node_modules/vue", "examples/categories/data/categories.db", ".git"):
+        assert ignored(path, patterns), path
+
+
+def test_the_dockerfile_runs_the_repository_setup_commands() -> None:
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    runs = [i.args for i in dockerfile() if i.name == "RUN"]
+    npm_ci = re.search(r"npm ci --[^)\n]*", setup)
+    assert npm_ci and "npm run --silent build" in setup
+    # setup.sh's order: clarion-vue installed and built, then the app's SPA (a file: dependency on it).
+    expected = [
+        f"cd clients/vue && {npm_ci[0]}",
+        "cd clients/vue && npm run build",
+        f"cd examples/categories/web && {npm_ci[0]}",
+        "cd examples/categories/web && npm run build",
+    ]
+    assert [run for run in runs if "npm" in run] == expected
+    # Python: the lock file's pins, the native fan-out required as scripts/setup.sh requires it.
+    pip = [run for run in runs if "pip install" in run]
+    assert len(pip) == 1 and "-c requirements.lock" in pip[0]
+    assert "CLARION_REQUIRE_NATIVE=${CLARION_REQUIRE_NATIVE:-1}" in setup
+    envs = [i.args for i in dockerfile() if i.name == "ENV"]
+    assert "CLARION_REQUIRE_NATIVE=1" in envs
+    # The extras it installs hold the app's and the broadcast worker's packages.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    extras = re.search(r'"\.\[(.+)\]"', pip[0])
+    assert extras
+    for extra in extras[1].split(","):
+        assert re.search(rf"(?m)^{extra} = \[", pyproject), extra
+
+
+def test_the_image_runs_clarion_as_a_user_of_its_own_with_a_health_check_on_health(tmp_path: Path) -> None:
+    instructions = dockerfile()
+    final = [i for i in instructions if i.stage == instructions[-1].stage]
+    users = [i.args for i in final if i.name == "USER"]
+    assert users and users[-1] not in ("root", "0") and not users[-1].startswith("0:")
+    assert any("useradd --system --user-group --uid 10001" in i.args and users[-1] in i.args for i in final)
+    assert [json.loads(i.args) for i in final if i.name == "CMD"] == [["clarion", "serve"]]
+    environment = " ".join(i.args for i in final if i.name == "ENV")
+    for name in re.findall(r"\b(CLARION_[A-Z_]+)=", environment):
+        assert name in CLARION_VARIABLES, name
+    app_settings = (APP_DIR / "categories_app" / "settings.py").read_text()
+    for name in re.findall(r"\b(CATEGORIES_[A-Z_]+)=", environment):
+        assert f'"{name}"' in app_settings, name
+    (health,) = [i.args for i in final if i.name == "HEALTHCHECK"]
+    test = json.loads(health.split(" CMD ", 1)[1])
+    assert "/health" in " ".join(test)
+    with run_server() as clarion:
+        assert run_check(["CMD", *test], env={"CLARION_PORT": str(clarion.port)}) == 0
+    assert run_check(["CMD", *test], env={"CLARION_PORT": str(free_port())}) != 0
