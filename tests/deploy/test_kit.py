@@ -195,9 +195,9 @@ class Proxy:
         return f"wss://127.0.0.1:{self.tls_port}/app/{self.clarion.key}?protocol=7&client=js&version=8.4.0"
 
 
-def render_nginx(tmp: Path, cert: Path, key: Path, upstream: int, tls_port: int, http_port: int) -> Path:
+def render_nginx(tmp: Path, cert: Path, key: Path, upstreams: list[int], tls_port: int, http_port: int) -> Path:
     """deploy/nginx/clarion.conf with its paths in ``tmp``, its ports free ones, its upstream the
-    test's Clarion; everything else as shipped. Each rewrite must find its directive."""
+    test's Clarion nodes; everything else as shipped. Each rewrite must find its directive."""
     text = (DEPLOY / "nginx" / "clarion.conf").read_text()
     user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
     temp = " ".join(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -210,7 +210,7 @@ def render_nginx(tmp: Path, cert: Path, key: Path, upstream: int, tls_port: int,
         (r"(?m)^http \{", "http {\n    " + temp, 1),
         (r"ssl_certificate +\S+;", f"ssl_certificate {cert};", 1),
         (r"ssl_certificate_key +\S+;", f"ssl_certificate_key {key};", 1),
-        (r"server 127\.0\.0\.1:6001;", f"server 127.0.0.1:{upstream};", 1),
+        (r"server 127\.0\.0\.1:6001;", " ".join(f"server 127.0.0.1:{port};" for port in upstreams), 1),
         (r"listen \[::\]:\d+( ssl)?;\n", "", 2),
         (r"listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;", 1),
         (r"listen 80;", f"listen 127.0.0.1:{http_port};", 1),
@@ -234,11 +234,11 @@ def port_open(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_nginx(tmp: Path, cert: Path, key: Path, upstream: int) -> Iterator[tuple[int, int]]:
+def running_nginx(tmp: Path, cert: Path, key: Path, upstreams: list[int]) -> Iterator[tuple[int, int]]:
     """nginx on two free ports (chosen again if another process took one meanwhile)."""
     for _ in range(5):
         tls_port, http_port = free_port(), free_port()
-        conf = render_nginx(tmp, cert, key, upstream, tls_port, http_port)
+        conf = render_nginx(tmp, cert, key, upstreams, tls_port, http_port)
         checked = nginx_test(conf, tmp)
         assert checked.returncode == 0, checked.stderr
         proc = subprocess.Popen(
@@ -267,11 +267,8 @@ def running_nginx(tmp: Path, cert: Path, key: Path, upstream: int) -> Iterator[t
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    """A real clarion serve with deploy/clarion.env.example's settings (one worker on a free port,
-    one socket per client address so the address it sees is what is tested), behind nginx."""
-    tmp = tmp_path_factory.mktemp("nginx")
+def certificate(tmp: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A throwaway certificate chain and key for nginx, and a client context that trusts it."""
     authority = trustme.CA()
     issued = authority.issue_cert("ws.example.com", "127.0.0.1")
     cert, key = tmp / "fullchain.pem", tmp / "privkey.pem"
@@ -279,26 +276,31 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     for extra in issued.cert_chain_pems[1:]:
         extra.write_to_path(str(cert), append=True)
     issued.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    return cert, key, client
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A real clarion serve with deploy/clarion.env.example's settings (one worker on a free port,
+    one socket per client address so the address it sees is what is tested), behind nginx."""
+    tmp = tmp_path_factory.mktemp("nginx")
+    cert, key, client = certificate(tmp)
     example, _ = env_file(DEPLOY / "clarion.env.example")
     # Where and how many are the test's to choose (free port, its own Redis prefix); the rest is
     # the example's: the app, origins, Redis scaling, JSON logs, trusted proxies, no exemption.
     for name in ("CLARION_HOST", "CLARION_PORT", "CLARION_SCALING_PREFIX", "CLARION_WORKERS"):
         example.pop(name)
     env = {**example, "CLARION_IP_MAX_CONNECTIONS": "1", "CLARION_IP_CONNECTION_RATE": "0"}
-    client = ssl.create_default_context()
-    authority.configure_trust(client)
-    with run_server(env=env) as clarion, running_nginx(tmp, cert, key, clarion.port) as (tls_port, http_port):
+    with run_server(env=env) as clarion, running_nginx(tmp, cert, key, [clarion.port]) as (tls_port, http_port):
         origin = example["CLARION_ALLOWED_ORIGINS"].split(",")[0]
         yield Proxy(clarion, tls_port, http_port, client, origin, tmp / "access.log")
 
 
 def test_the_shipped_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
-    authority = trustme.CA()
-    issued = authority.issue_cert("ws.example.com")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    issued.private_key_and_cert_chain_pem.write_to_path(str(cert))
-    issued.private_key_pem.write_to_path(str(key))
-    conf = render_nginx(tmp_path, cert, key, 6001, free_port(), free_port())
+    cert, key, _ = certificate(tmp_path)
+    conf = render_nginx(tmp_path, cert, key, [6001], free_port(), free_port())
     done = nginx_test(conf, tmp_path)
     assert done.returncode == 0 and "test is successful" in done.stderr, done.stderr
     # And it would catch a broken one: a WebSocket header without its value.
@@ -722,3 +724,33 @@ def test_the_image_runs_clarion_as_a_user_of_its_own_with_a_health_check_on_heal
     with run_server() as clarion:
         assert run_check(["CMD", *test], env={"CLARION_PORT": str(clarion.port)}) == 0
     assert run_check(["CMD", *test], env={"CLARION_PORT": str(free_port())}) != 0
+
+
+async def metric(server: RunningServer, name: str, **labels: str) -> float:
+    """One sample of ``/metrics``, read from the node itself (0 when it has none yet)."""
+    async with aiohttp.ClientSession() as session, session.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    found = re.search(rf"(?m)^{name}\{{{wanted}\}} (\S+)$", text)
+    return float(found[1]) if found else 0.0
+
+
+async def test_an_upgrade_refused_by_a_full_node_goes_to_the_next_node(tmp_path: Path) -> None:
+    cert, key, client = certificate(tmp_path)
+    with (
+        run_server(env={"CLARION_MAX_NODE_CONNECTIONS": "1"}) as full,
+        run_server() as other,
+        running_nginx(tmp_path, cert, key, [full.port, other.port]) as (tls_port, http_port),
+    ):
+        held = await PusherSocket.open(full.ws_url())  # the full node's one socket
+        proxy = Proxy(other, tls_port, http_port, client, "https://app.example.com", tmp_path / "access.log")
+        opened = []
+        try:
+            # Round robin sends the first or second upgrade to the full node, which answers 503;
+            # nginx passes that upgrade on, so every client connects.
+            for index in range(4):
+                opened.append(await open_through(proxy, f"127.0.0.{31 + index}"))
+            assert await metric(full, "clarion_connections_refused_total", code="503") >= 1
+        finally:
+            for sock in [held, *opened]:
+                await sock.close()
