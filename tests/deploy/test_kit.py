@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -469,9 +470,7 @@ def services(env: dict[str, str] | None = None) -> dict[str, Any]:
     return dict(loaded)
 
 
-def test_compose_runs_redis_clarion_the_broadcast_worker_and_the_app_each_started_once_its_dependency_is_healthy() -> (
-    None
-):
+def test_compose_starts_redis_clarion_the_broadcast_worker_and_the_app_each_once_what_it_needs_is_healthy() -> None:
     found = services()
     assert set(found) == {"redis", "clarion", "broadcasts", "app"}
     needs = {"redis": set(), "clarion": {"redis"}, "broadcasts": {"redis", "clarion"}, "app": {"clarion"}}
@@ -546,8 +545,8 @@ def run_check(test: list[str], replace: dict[str, str] | None = None, env: dict[
 def process(
     args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT, log: Path | None = None
 ) -> Iterator[None]:
-    out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    with log.open("wb") if log else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not port_open(port):
@@ -589,7 +588,7 @@ def test_each_compose_health_check_passes_against_its_service_run_here_and_fails
             **worker["environment"],
             broadcast_commands.ENV_DRIVER: driver,
             broadcast_commands.ENV_REDIS: "redis://127.0.0.1:6379/0",
-            broadcast_commands.ENV_PREFIX: f"kit-{free_port()}-{os.getpid()}",
+            broadcast_commands.ENV_PREFIX: f"kit-{uuid.uuid4().hex[:12]}",
         }
         assert command[0] == "clarion"
         with process([str(CLARION), *command[1:]], worker_env, int(metrics_port)):
