@@ -63,7 +63,8 @@ NO_DATA_EXPECTED = {
 
 
 def load_dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
 
 
 def rows(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,7 +184,7 @@ def substitute(expr: str, values: dict[str, str]) -> str:
 # -- structure -----------------------------------------------------------------------------------
 
 
-def test_dashboard_is_importable_json_with_a_prometheus_datasource_variable_and_the_filters():
+def test_dashboard_is_importable_json_with_a_prometheus_datasource_variable_and_the_filters() -> None:
     dashboard = load_dashboard()
     assert dashboard["uid"] and dashboard["title"] == "Clarion"
     assert dashboard["id"] is None, "an exported dashboard carries no database id"
@@ -199,11 +200,11 @@ def test_dashboard_is_importable_json_with_a_prometheus_datasource_variable_and_
     assert found["instance"]["allValue"] == found["app_id"]["allValue"] == ".*"
 
 
-def test_rows_come_in_the_agreed_order():
+def test_rows_come_in_the_agreed_order() -> None:
     assert [row["title"] for row in rows(load_dashboard())] == ROWS
 
 
-def test_every_panel_has_a_unique_id_the_datasource_variable_and_queries():
+def test_every_panel_has_a_unique_id_the_datasource_variable_and_queries() -> None:
     dashboard = load_dashboard()
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids repeat"
@@ -214,8 +215,8 @@ def test_every_panel_has_a_unique_id_the_datasource_variable_and_queries():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
         assert panel["description"], where
         assert panel["targets"], where
-        refs = [target["refId"] for target in panel["targets"]]
-        assert len(refs) == len(set(refs)), where
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), where
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"], where
             assert target["expr"].strip(), where
@@ -223,7 +224,7 @@ def test_every_panel_has_a_unique_id_the_datasource_variable_and_queries():
     assert set(NO_DATA_EXPECTED) <= refs, set(NO_DATA_EXPECTED) - refs
 
 
-def test_panels_do_not_overlap_and_each_sits_under_its_row():
+def test_panels_do_not_overlap_and_each_sits_under_its_row() -> None:
     dashboard = load_dashboard()
     boxes = []
     for panel in dashboard["panels"]:
@@ -249,7 +250,7 @@ def test_panels_do_not_overlap_and_each_sits_under_its_row():
         assert top + panel["gridPos"]["h"] <= below, f"{panel['title']!r} reaches into the next row"
 
 
-def test_every_metric_the_dashboard_reads_is_in_the_catalog():
+def test_every_metric_the_dashboard_reads_is_in_the_catalog() -> None:
     metrics = catalog()
     assert len(metrics) > 40, "the catalog tables were not read"
     dashboard = load_dashboard()
@@ -264,7 +265,7 @@ def test_every_metric_the_dashboard_reads_is_in_the_catalog():
     assert not unknown, "metrics missing from docs/operations/metrics.md:\n" + "\n".join(sorted(unknown))
 
 
-def test_the_name_check_catches_a_renamed_metric():
+def test_the_name_check_catches_a_renamed_metric() -> None:
     metrics = catalog()
     renamed = 'sum(rate(clarion_deliverys_total{job=~"$job"}[$__rate_interval])) / on (job) up'
     assert unknown_metrics(renamed, metrics) == {"clarion_deliverys_total"}
@@ -274,7 +275,7 @@ def test_the_name_check_catches_a_renamed_metric():
     )
 
 
-def test_every_metric_the_catalog_gives_the_dashboard_is_on_it():
+def test_every_metric_the_catalog_gives_the_dashboard_is_on_it() -> None:
     metrics = catalog()
     used = {catalog_name(name, metrics) for _, _, expr in exprs(load_dashboard()) for name in metric_names(expr)}
     wanted = {name for name, metric in metrics.items() if "dashboard" in metric.feeds}
@@ -282,7 +283,7 @@ def test_every_metric_the_catalog_gives_the_dashboard_is_on_it():
     assert wanted <= used, f"the catalog says these feed the dashboard: {sorted(wanted - used)}"
 
 
-def test_queries_use_only_bounded_labels():
+def test_queries_use_only_bounded_labels() -> None:
     metrics = catalog()
     allowed = TARGET_LABELS | {label for metric in metrics.values() for label in metric.labels}
     dashboard = load_dashboard()
@@ -423,8 +424,8 @@ async def refusals(server: RunningServer) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(2):
             params = signed_query(server.key, server.secret, "POST", path, body)
-            async with session.post(server.http_url + path, params=params, data=body, headers=headers) as answer:
-                assert answer.status == 200, await answer.text()
+            async with session.post(server.http_url + path, params=params, data=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
     # A request line the HTTP parser refuses.
     reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(b"NOT AN HTTP REQUEST\r\n\r\n")
@@ -479,7 +480,7 @@ async def label_values(client: httpx.AsyncClient, url: str, query: str, values: 
     return list(answer["data"])
 
 
-async def test_every_panel_query_runs_in_prometheus_against_a_live_server(tmp_path: Path):
+async def test_every_panel_query_runs_in_prometheus_against_a_live_server(tmp_path: Path) -> None:
     dashboard = load_dashboard()
     prefix = f"test-grafana-{uuid.uuid4().hex[:10]}"
     server_port, worker_port = free_port(), free_port()
@@ -570,5 +571,5 @@ async def query_every_panel(
         ("histogram_quantile(0.99, sum by (le) (rate(x_bucket[1m])))", {"x_bucket"}),
     ],
 )
-def test_metric_names_are_read_from_promql(expr: str, names: set[str]):
+def test_metric_names_are_read_from_promql(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
