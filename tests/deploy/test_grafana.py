@@ -188,7 +188,7 @@ def test_dashboard_is_importable_json_with_a_prometheus_datasource_variable_and_
     dashboard = load_dashboard()
     assert dashboard["uid"] and dashboard["title"] == "Clarion"
     assert dashboard["id"] is None, "an exported dashboard carries no database id"
-    assert dashboard["schemaVersion"] >= 39, "the dashboard schema of Grafana 11 or newer"
+    assert dashboard["schemaVersion"] >= 41, "the classic dashboard schema of Grafana 12 or later"
     found = variables(dashboard)
     assert found["datasource"]["type"] == "datasource" and found["datasource"]["query"] == "prometheus"
     for name in ("job", "instance", "app_id", "broadcast_job"):
@@ -369,8 +369,8 @@ def prometheus(tmp: Path, targets: dict[str, str]) -> Iterator[str]:
 
 
 async def traffic(server: RunningServer, queue: RedisQueue, channel: str, stop: asyncio.Event) -> None:
-    """Until ``stop``: publishes through the HTTP API ten times a second, read by a subscriber,
-    and queued broadcasts for the worker to send twice a second."""
+    """Until ``stop``: a publish through the HTTP API every tenth of a second or so, each read by
+    a subscriber, and every fifth publish a queued broadcast for the worker to send."""
     async with await PusherSocket.open(server.ws_url()) as subscriber:
         answer = await subscriber.subscribe(channel)
         assert answer["event"] == "pusher_internal:subscription_succeeded", answer
@@ -386,10 +386,11 @@ async def traffic(server: RunningServer, queue: RedisQueue, channel: str, stop: 
             await asyncio.sleep(0.1)
 
 
-async def refusals(server: RunningServer) -> None:
-    """What the refusal panels count: a socket past the per-address cap (429), one for an unknown
-    key (4001), a private subscription without auth, a malformed frame, a bad API signature, and a
-    socket that comes and goes."""
+async def staged_events(server: RunningServer) -> None:
+    """Once each, what the refusal and recovery panels count: a socket past the per-address cap
+    (429), a private subscription without auth, a malformed frame, a resume, sockets that come and
+    go, one for an unknown key (4001), a bad API signature, a publish repeated with its
+    Idempotency-Key, a malformed HTTP request line."""
     first = await PusherSocket.open(server.ws_url())
     second = await PusherSocket.open(server.ws_url())
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -523,7 +524,7 @@ async def query_every_panel(
         "__rate_interval": RATE_WINDOW,
     }
     queries = [(title, ref, substitute(expr, values)) for title, ref, expr in exprs(dashboard)]
-    await refusals(server)
+    await staged_events(server)
     # A broadcast the server refuses (no such channel name): failed, then dead-lettered at once.
     await asyncio.to_thread(queue.enqueue, [Message(("not a channel",), "refused", "{}")])
     stop = asyncio.Event()
