@@ -385,7 +385,7 @@ async def https(proxy: Proxy, method: str, path: str, body: bytes = b"", **param
 async def test_a_websocket_through_nginx_over_tls_is_established_and_gets_an_event_published_over_https(
     proxy: Proxy,
 ) -> None:
-    # HTTP requests first: an upgrade must not be sent on a connection they left open upstream.
+    # HTTP requests first: nginx keeps their upstream connection and sends the upgrade on it.
     for _ in range(3):
         assert (await https(proxy, "GET", "/health"))[0] == 200
     sock = await open_through(proxy, "127.0.0.11")
