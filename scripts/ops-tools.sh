@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs Debian's tools that check the operator's kit in deploy/: promtool (package
-# prometheus) for the alert rules, nginx for the proxy config. Quick when they are already there.
+# Installs Debian's tools that check the operator's kit in deploy/: promtool and prometheus (package
+# prometheus) for the alert rules and the dashboard's queries, nginx for the proxy config. Quick
+# when they are already there.
 set -euo pipefail
 
 missing=()
-command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || missing+=(nginx-light)
 [ ${#missing[@]} -eq 0 ] && exit 0
 command -v apt-get >/dev/null || { echo "ops-tools: ${missing[*]} missing and apt-get is not available" >&2; exit 1; }

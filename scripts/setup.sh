@@ -62,7 +62,7 @@ fi
 
 if [ "${1:-}" = "--with-node" ]; then
   command -v npm >/dev/null || { echo "setup: npm is needed for the compatibility tests (Node 20+)" >&2; exit 1; }
-  for dir in tests/compat/node tests/browser clients/vue; do
+  for dir in tests/compat/node tests/browser clients/vue deploy/grafana/schema-check; do
     node_install "$dir"
   done
   build_vue

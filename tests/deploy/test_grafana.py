@@ -574,3 +574,13 @@ async def query_every_panel(
 )
 def test_metric_names_are_read_from_promql(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
+
+
+def test_the_dashboard_matches_grafanas_published_dashboard_types() -> None:
+    # deploy/grafana/schema-check type-checks clarion.json against @grafana/schema (its packages
+    # come from scripts/setup.sh --with-node).
+    check = ROOT / "deploy" / "grafana" / "schema-check"
+    assert (check / "node_modules" / "@grafana" / "schema").is_dir(), "run scripts/setup.sh --with-node first"
+    done = subprocess.run(["node", "check.mjs"], cwd=check, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "matches @grafana/schema" in done.stdout, done.stdout

@@ -221,7 +221,7 @@ def render_nginx(tmp: Path, cert: Path, key: Path, upstreams: list[int], tls_por
         (r"listen 80;", f"listen 127.0.0.1:{http_port};", 1),
     ]
     for pattern, replacement, count in rewrites:
-        text, made = re.subn(pattern, lambda _, r=replacement: r, text)
+        text, made = re.subn(pattern, replacement.replace("\\", "\\\\"), text)  # taken literally
         assert made == count, f"{pattern!r} found {made} times in deploy/nginx/clarion.conf"
     path = tmp / "nginx.conf"
     path.write_text(text)
