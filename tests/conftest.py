@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -52,6 +53,19 @@ class RunningServer:
 
     def log_text(self) -> str:
         return "".join(self.output)
+
+    async def logged(self, text: str, timeout: float = 5.0) -> list[str]:
+        """The log lines holding ``text``, once there is one. A line reaches ``output`` through a
+        pipe and a reader thread, a moment after the server wrote it: a client may see what the
+        server did (a reset, an answer) before the line arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.log_text().splitlines() if text in line]
+            if lines or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        assert lines, f"no log line with {text!r} in {timeout} s:\n{self.log_text()[-2000:]}"
+        return lines
 
     async def trigger(self, channel: str, name: str = "e", data: str = "{}", **extra: Any) -> tuple[int, Any]:
         """One event through the signed HTTP API, as an app's backend sends it: (status, answer)."""

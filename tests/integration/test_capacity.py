@@ -97,9 +97,7 @@ async def test_a_full_server_refuses_sockets_with_503_keeps_its_api_and_recovers
         assert await sample(server, "clarion_connections_refused_total", code="503") >= 4 * (RESERVE // 4)
         assert await sample(server, "clarion_accept_errors_total", errno="EMFILE") == 0
         # Refusals are logged aggregated, not once per attempt.
-        refused_lines = [
-            line for line in server.log_text().splitlines() if "websocket connections refused reason=capacity" in line
-        ]
+        refused_lines = await server.logged("websocket connections refused reason=capacity")
         assert 1 <= len(refused_lines) <= 2, refused_lines
         # Sockets leave: the server takes new ones again by itself.
         for sock in opened[-10:]:

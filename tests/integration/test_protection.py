@@ -41,7 +41,7 @@ async def test_the_connection_rate_per_address_allows_its_burst_then_429_then_ag
         assert (await upgrade_status(server))[0] == 429
     assert await sample(server, "clarion_rate_limited_total", what="ip_connection_rate") == 21
     assert await sample(server, "clarion_connections_refused_total", code="429") == 21
-    lines = [line for line in server.log_text().splitlines() if "reason=ip_connection_rate" in line]
+    lines = await server.logged("reason=ip_connection_rate")
     assert len(lines) == 1 and "count=1" in lines[0], lines
 
     async def admitted() -> bool:
@@ -64,7 +64,7 @@ async def test_open_connections_per_address_are_capped_and_free_again_when_one_l
         status, headers = await upgrade_status(server)
         assert status == 429 and headers["retry-after"] == "5"
         assert await sample(server, "clarion_rate_limited_total", what="ip_connections") == 1
-        assert "reason=ip_connections" in server.log_text()
+        await server.logged("reason=ip_connections")
         await second.close()
 
         async def admitted() -> bool:
@@ -134,7 +134,7 @@ async def test_the_api_rate_limit_per_app_answers_429_with_retry_after(server_fa
         assert (await trigger(server))[0] == 429
     assert await sample(server, "clarion_rate_limited_total", what="api") == 11
     assert await sample(server, "clarion_api_requests_total", endpoint="events", status="429") == 11
-    lines = [line for line in server.log_text().splitlines() if "api requests rate limited" in line]
+    lines = await server.logged("api requests rate limited")
     assert len(lines) == 1 and f"app_id={server.app_id}" in lines[0], lines
     # Health and metrics are not API calls: never limited.
     assert (await fetch(server, "/health"))[0] == 200

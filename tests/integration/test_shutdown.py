@@ -109,7 +109,7 @@ async def _drain_and_check(running: Any, hooks: Hooks) -> None:
 async def test_sigterm_drains_one_process(server_factory: Any, hooks: Hooks) -> None:
     running = server_factory(env=_env(hooks))
     await _drain_and_check(running, hooks)
-    assert "draining" in running.log_text()
+    await running.logged("draining")
 
 
 async def test_sigterm_drains_every_worker(server_factory: Any, hooks: Hooks) -> None:

@@ -92,7 +92,7 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(server_fa
     socks = await sockets_on_both_workers(running)
     for sock in socks:
         await sock.close()
-    assert "restarting" in running.log_text()
+    await running.logged("restarting")
 
 
 async def test_stopping_the_supervisor_stops_every_worker(server_factory) -> None:
