@@ -51,7 +51,7 @@ SUBSCRIPTIONS_REFUSED = Counter(
 )
 RATE_LIMITED = Counter(
     "clarion_rate_limited_total",
-    "Client requests refused by a per-connection rate limit, by limit (presence_resubscribe)",
+    "Requests refused by a rate limit, by limit (presence_resubscribe, ip_connection_rate, ip_connections, api)",
     ["what"],
     registry=REGISTRY,
 )
