@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ from typing import Any
 
 import pusher
 import pytest
+
+from redisproc import SHARED_REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on https?://(?P<host>[^:\s]+):(?P<port>\d+)")
@@ -191,3 +194,21 @@ async def connect() -> AsyncIterator[Any]:
     yield open_socket
     for sock in opened:
         await sock.close()
+
+
+@contextlib.contextmanager
+def broadcast_worker(driver: str, prefix: str, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``clarion broadcast-worker`` as a process, its output in ``log``."""
+    args = [sys.executable, "-m", "clarion", "broadcast-worker", "--driver", driver, "--prefix", prefix]
+    args += ["--redis-url", SHARED_REDIS_URL, "--threads", "4", "--sweep-interval", "1", *extra]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

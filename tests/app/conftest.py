@@ -65,7 +65,9 @@ def postgres_database() -> Iterator[str]:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def app_env(clarion: RunningServer, database_url: str, data: Path) -> dict[str, str]:
+def app_env(
+    clarion: RunningServer, database_url: str, data: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(APP_DIR), os.environ.get("PYTHONPATH", "")]),
@@ -74,6 +76,7 @@ def app_env(clarion: RunningServer, database_url: str, data: Path) -> dict[str, 
         "CLARION_BROADCAST_DRIVER": f"pusher://{clarion.key}:{clarion.secret}@127.0.0.1:{clarion.port}/{clarion.app_id}",
         "CATEGORIES_MEDIA_DIR": str(data / "media"),
         "CATEGORIES_STATIC_DIR": str(data / "no-spa"),
+        **(extra or {}),
     }
 
 
@@ -136,10 +139,12 @@ class RunningApp:
 
 
 @contextlib.contextmanager
-def run_app(clarion: RunningServer, database_url: str, data: Path, database: str) -> Iterator[RunningApp]:
+def run_app(
+    clarion: RunningServer, database_url: str, data: Path, database: str, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningApp]:
     """``python -m categories_app serve`` (migrates and seeds a new database) on a free port."""
     port = free_port()
-    env = app_env(clarion, database_url, data)
+    env = app_env(clarion, database_url, data, extra_env)
     log = data / "app.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -473,7 +473,7 @@ def services(env: dict[str, str] | None = None) -> dict[str, Any]:
 def test_compose_starts_redis_clarion_the_broadcast_worker_and_the_app_each_once_what_it_needs_is_healthy() -> None:
     found = services()
     assert set(found) == {"redis", "clarion", "broadcasts", "app"}
-    needs = {"redis": set(), "clarion": {"redis"}, "broadcasts": {"redis", "clarion"}, "app": {"clarion"}}
+    needs = {"redis": set(), "clarion": {"redis"}, "broadcasts": {"redis", "clarion"}, "app": {"redis", "clarion"}}
     for name, service in found.items():
         depends = service.get("depends_on", {})
         assert set(depends) == needs[name], name
@@ -521,6 +521,10 @@ def test_compose_settings_are_ones_the_code_reads_and_a_valid_clarion_configurat
     }
     app_env = found["app"]["environment"]
     assert app_env["CLARION_BROADCAST_DRIVER"] == driver
+    # The app queues in Redis where the broadcast worker drains.
+    worker_env = found["broadcasts"]["environment"]
+    for name in (broadcast_commands.ENV_REDIS, broadcast_commands.ENV_PREFIX):
+        assert app_env[name] == worker_env[name], name
     app_settings = (APP_DIR / "categories_app" / "settings.py").read_text()
     for name in app_env:
         assert name == "CLARION_BROADCAST_DRIVER" or f'"{name}"' in app_settings, f"the app reads no {name}"

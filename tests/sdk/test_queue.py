@@ -20,31 +20,13 @@ import pytest
 from clarion.broadcasting import Broadcaster, BroadcastUnavailable, Channel, Message, SyncQueue
 from clarion.broadcasting.integrations.queue import RedisQueue
 from compat.nodeclient import NodeClient
-from conftest import ROOT, RunningServer, run_server
+from conftest import ROOT, RunningServer, broadcast_worker, run_server
 from contracts.conftest import delete_prefix
 from redisproc import SHARED_REDIS_URL, free_port
 
 from .conftest import driver_url
 
 pytestmark = pytest.mark.compat
-
-
-@contextlib.contextmanager
-def broadcast_worker(driver: str, prefix: str, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``clarion broadcast-worker`` as a process, its output in ``log``."""
-    args = [sys.executable, "-m", "clarion", "broadcast-worker", "--driver", driver, "--prefix", prefix]
-    args += ["--redis-url", SHARED_REDIS_URL, "--threads", "4", "--sweep-interval", "1", *extra]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def broadcasts_command(prefix: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,9 @@ class AppContext:
     @classmethod
     def build(cls, settings: Settings, broadcaster: Broadcaster | None = None) -> AppContext:
         engine = make_engine(settings.database_url)
-        broadcaster = broadcaster or make_broadcaster(settings.driver_url)
+        broadcaster = broadcaster or make_broadcaster(
+            settings.driver_url, redis_url=settings.queue_redis_url, prefix=settings.queue_prefix
+        )
         context = cls(settings, engine, make_sessions(engine), broadcaster, make_authorizer(broadcaster))
         wire(broadcaster, context)
         return context

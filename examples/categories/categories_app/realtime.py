@@ -161,7 +161,15 @@ def own_notifications(user: User, user_id: int) -> bool:
 # -- wiring ---------------------------------------------------------------------------------------
 
 
-def make_broadcaster(driver_url: str, queue: InProcessQueue | None = None) -> Broadcaster:
+def make_broadcaster(
+    driver_url: str, queue: InProcessQueue | None = None, redis_url: str | None = None, prefix: str = ""
+) -> Broadcaster:
+    """Queued events go to ``queue`` (in this process), or with ``redis_url`` to the broadcast
+    queue in Redis that ``clarion broadcast-worker`` drains."""
+    if redis_url is not None:
+        from clarion.broadcasting.integrations.queue import RedisQueue  # needs the queue extra (Dramatiq)
+
+        return Broadcaster(driver_url, queue=RedisQueue(redis_url, prefix=prefix))
     return Broadcaster(driver_url, queue=queue or InProcessQueue())
 
 

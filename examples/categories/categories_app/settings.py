@@ -30,6 +30,11 @@ class Settings:
     )
     # Where broadcasts go: Clarion's HTTP API, with the app's key and secret.
     driver_url: str = field(default_factory=lambda: os.environ.get("CLARION_BROADCAST_DRIVER", DEV_DRIVER))
+    # Where queued broadcasts wait: unset, in this process (sent after the commit by its own
+    # lanes); a Redis URL, on the broadcast queue that `clarion broadcast-worker` drains (the
+    # worker's own settings: CLARION_BROADCAST_REDIS_URL and CLARION_BROADCAST_PREFIX).
+    queue_redis_url: str | None = field(default_factory=lambda: os.environ.get("CLARION_BROADCAST_REDIS_URL") or None)
+    queue_prefix: str = field(default_factory=lambda: os.environ.get("CLARION_BROADCAST_PREFIX", "clarion-broadcasts"))
     # What the browser connects to (Clarion's WebSocket), when it differs from the driver's host.
     ws_host: str | None = field(default_factory=lambda: os.environ.get("CATEGORIES_WS_HOST"))
     ws_port: int | None = field(
