@@ -782,15 +782,21 @@ async def flood(sock: RawSocket, data: bytes, total: int) -> int:
     return sent
 
 
-async def dropped(sock: RawSocket, timeout: float = 10.0) -> None:
+async def dropped(sock: RawSocket, timeout: float = 10.0, server: Any = None) -> None:
     """The server dropped the connection: reading reaches the end (or a reset) in time."""
+    received = 0
 
     async def drain() -> None:
+        nonlocal received
         with contextlib.suppress(ConnectionError):
-            while await sock.reader.read(65536):
-                pass
+            while chunk := await sock.reader.read(65536):
+                received += len(chunk)
 
-    await asyncio.wait_for(drain(), timeout)
+    try:
+        await asyncio.wait_for(drain(), timeout)
+    except TimeoutError:
+        log = server.log_text()[-3000:] if server is not None else ""
+        raise AssertionError(f"not dropped in {timeout} s ({received} bytes read)\n{log}") from None
 
 
 @pytest.mark.parametrize(
@@ -856,7 +862,7 @@ async def test_pong_timeout_frees_sockets_stalled_behind_a_backlog_for_new_conne
         await wait_for(admitted, timeout=30, interval=0.5)
         await wait_for(lambda: "close timed out, socket aborted" in server.log_text(), timeout=10)
         for sock in stalled:
-            await dropped(sock)
+            await dropped(sock, server=server)
     finally:
         for sock in stalled:
             await sock.close()
