@@ -72,6 +72,8 @@ export class Hub {
 
   private readonly needs = new Map<string, Need>()
   private readonly catchUps = new Map<string, CatchUpKind>()
+  /** Channels whose first probe went unanswered before the socket dropped: their position was never known. */
+  private readonly unsettled = new Set<string>()
   private readonly historyOff = new Set<string>()
   private readonly bound = new WeakSet<object>()
   private readonly queue: OfflineQueue
@@ -231,6 +233,7 @@ export class Hub {
     this.pusher.unsubscribe(channel)
     this.positions.forget(channel)
     this.catchUps.delete(channel)
+    this.unsettled.delete(channel)
     this.poller?.remove(channel)
     this.queue.dropChannel(channel)
   }
@@ -302,6 +305,9 @@ export class Hub {
       return { ...data, rewind }
     }
     if (this.options.recovery && !this.historyOff.has(channel)) {
+      // A probe still waiting for its answer from the last socket: events published while it was
+      // down cannot be told from older ones, so the next answer decides (onCaughtUp).
+      if (this.catchUps.get(channel) === 'probe') this.unsettled.add(channel)
       this.catchUps.set(channel, 'probe')
       return { ...data, resume: { epoch: PROBE_EPOCH, serial: 0 } }
     }
@@ -407,6 +413,13 @@ export class Hub {
     const message: HubMessage = { t: 'caughtUp', channel, kind, recovered, epoch, serial }
     if (reason !== undefined) message.reason = kind === 'fill' && !recovered ? 'too_old' : reason
     else if (!recovered) message.reason = 'too_old'
+    if (kind === 'probe' && tellsPosition(reason) && this.unsettled.delete(channel) && serial > 0) {
+      // Subscribed, dropped before its position was known, and the channel has events now: some
+      // may have been published while the socket was down. Nothing can be replayed: resync.
+      message.kind = 'resume'
+      message.recovered = false
+      message.reason = 'unknown_position'
+    }
     this.post(message)
     this.publishStatus()
   }
@@ -470,6 +483,17 @@ export class Hub {
   private pollBaseline(channel: string, answer: HistoryAnswer): void {
     if (this.positions.get(channel) !== undefined) return
     this.positions.set(channel, { epoch: answer.epoch ?? '', serial: answer.serial })
+    // As in onCaughtUp: a socket's probe that never got its answer leaves the events published
+    // since then unknown.
+    const unsettled = this.catchUps.get(channel) === 'probe' || this.unsettled.has(channel)
+    if (this.catchUps.get(channel) === 'probe') this.catchUps.delete(channel)
+    this.unsettled.delete(channel)
+    if (unsettled && answer.serial > 0) {
+      const message: HubMessage = { t: 'caughtUp', channel, kind: 'resume', recovered: false, epoch: answer.epoch, serial: answer.serial }
+      message.reason = 'unknown_position'
+      this.post(message)
+      return
+    }
     this.post({ t: 'caughtUp', channel, kind: 'probe', recovered: true, epoch: answer.epoch, serial: answer.serial })
   }
 

@@ -31,6 +31,9 @@ test('a channel that had no event yet still gets what was published while the cl
     const got = []
     app.run(() => useEcho('quiet.1', '.note', (payload) => got.push(payload.n)))
     await subscribed(app, 'private-quiet.1')
+    // Known empty once Clarion answered where it stands (serial 0). Killed before that answer, the
+    // client could not tell the outage's events from older ones: it resyncs (unit-tested).
+    await eventually(() => app.client.state.subscriptions['private-quiet.1']?.serial === 0, 'the channel known empty')
     await server.kill()
     await eventually(() => app.client.state.status === 'reconnecting', 'reconnecting')
     const other = await startClarion({ env })

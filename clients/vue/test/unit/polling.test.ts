@@ -128,6 +128,30 @@ describe('polling fallback', () => {
     expect(c.state.telemetry.polls).toBeGreaterThan(2)
   })
 
+  it('a subscription dropped before its probe was answered resyncs once polling finds events in the channel', async () => {
+    const { c, got } = start()
+    const resyncs: string[] = []
+    c.bus.on('resync', (info) => resyncs.push(info.reason))
+    await settle()
+    FakeSocket.last.accept('1.1')
+    await settle()
+    FakeSocket.last.succeed('private-a') // the probe's answer never comes: the socket drops first
+    FakeSocket.last.drop(1006)
+    history.publish(1) // while it was away
+    await settle()
+    await vi.advanceTimersByTimeAsync(500)
+    await failAttempt()
+    await vi.advanceTimersByTimeAsync(1000)
+    await failAttempt()
+    expect(c.status()).toBe('polling')
+    await settle()
+    expect(resyncs).toEqual(['unknown_position'])
+    history.publish(2)
+    await vi.advanceTimersByTimeAsync(1000)
+    await settle()
+    expect(got).toEqual([2])
+  })
+
   it('a poll answered after the switch back is ignored', async () => {
     const { c, got } = start()
     await failAttempt()

@@ -144,6 +144,35 @@ describe('resume bookkeeping', () => {
     expect(resyncs).toEqual([])
   })
 
+  it('a subscription dropped before its probe was answered resyncs if the channel has events by the next answer', async () => {
+    const { c, got, resyncs } = setup()
+    let socket = await connected()
+    socket.succeed('private-a') // the probe's answer never comes: the socket drops first
+    socket = await reconnect()
+    expect(socket.subscribes()[0]).toMatchObject({ resume: { epoch: '-', serial: 0 } })
+    socket.succeed('private-a')
+    // Three events were published while it was away; whether it had seen any cannot be known.
+    socket.resumed('private-a', { recovered: false, epoch: 'E', serial: 3, reason: 'epoch_changed' })
+    await settle()
+    expect(resyncs).toEqual([{ channel: 'private-a', reason: 'unknown_position', epoch: 'E', serial: 3 }])
+    expect(c.state.subscriptions['private-a']).toMatchObject({ epoch: 'E', serial: 3, wasRecovering: true, recovered: false })
+    socket.event('private-a', 'e', { n: 4 }, { epoch: 'E', serial: 4 })
+    await settle()
+    expect(got).toEqual([4])
+    expect(resyncs).toHaveLength(1)
+  })
+
+  it('a subscription dropped before its probe was answered needs no resync if the channel is still empty', async () => {
+    const { resyncs } = setup()
+    let socket = await connected()
+    socket.succeed('private-a')
+    socket = await reconnect()
+    socket.succeed('private-a')
+    socket.resumed('private-a', { recovered: false, epoch: null, serial: 0, reason: 'epoch_changed' })
+    await settle()
+    expect(resyncs).toEqual([])
+  })
+
   it('a probe refused for its rate leaves the position unknown: no fill, no resync, a fresh probe next time', async () => {
     const { resyncs } = setup()
     let socket = await connected()
