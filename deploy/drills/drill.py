@@ -411,6 +411,16 @@ async def churn(port: int, rate: float, stop: asyncio.Event, session: aiohttp.Cl
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def keep(coro: Awaitable[None]) -> None:
+    """Runs a background task, held until it ends."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 def raise_nofile() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -553,6 +563,7 @@ async def attempt(
     except (aiohttp.ClientError, TimeoutError, OSError, AssertionError):
         return False
     held.append(ws)
+    keep(reader(ws))  # a live client answers the server's pings, or it is closed after pong_timeout
     return True
 
 
@@ -616,10 +627,13 @@ async def memory_growth(d: Drill) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         for _ in range(10):
             held.append(await open_socket(s, port, ["news"]))
+            keep(reader(held[-1]))
 
         async def leak() -> None:
             i = next(counter)
-            held.append(await open_socket(s, port, [f"room-{i}-{j}" for j in range(100)]))
+            ws = await open_socket(s, port, [f"room-{i}-{j}" for j in range(100)])
+            held.append(ws)
+            keep(reader(ws))  # the leaking client answers pings: its sockets stay open
 
         async def script() -> None:
             d.phase("healthy: 10 idle sockets")
