@@ -55,6 +55,11 @@ def exe(name: str) -> str:
     return path
 
 
+def git(*args: str) -> str:
+    result = subprocess.run([exe("git"), "-C", str(ROOT), *args], capture_output=True, text=True, check=False)  # noqa: S603
+    return result.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -159,6 +164,8 @@ class Drill:
         self.t0 = 0.0
         self.notes: list[str] = []
         self.started = datetime.datetime.now(datetime.UTC)
+        self.commit = git("rev-parse", "HEAD")  # the code that runs: taken at the start
+        self.dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -270,18 +277,6 @@ class Drill:
 
     def write(self, out: Path, command: str) -> None:
         ended = datetime.datetime.now(datetime.UTC)
-        commit = subprocess.run(  # noqa: S603 - git with fixed arguments
-            [exe("git"), "-C", str(ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(  # noqa: S603
-            [exe("git"), "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
         ticks = self.recorder.ticks
 
         def snap(at: float) -> int:  # an evaluation on a scrape's time, never past the last one
@@ -307,7 +302,7 @@ class Drill:
             f"# command:  {command}",
             f"# date:     {self.started:%Y-%m-%d %H:%M:%S} UTC to {ended:%H:%M:%S} UTC"
             f" ({(ended - self.started).total_seconds():.0f} s)",
-            f"# commit:   {commit}{' (with local changes)' if dirty else ''}",
+            f"# commit:   {self.commit}{' (with local changes)' if self.dirty else ''}",
             f"# host:     {socket.gethostname()}, {os.cpu_count()} CPUs",
             *(f"# note:     {note}" for note in self.notes),
         ]
