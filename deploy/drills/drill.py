@@ -1051,6 +1051,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         asyncio.run(DRILLS[args.name](d))
+    except BaseException:
+        print(f"[{args.name}] stopped; the processes' logs are in {d.tmp}", file=sys.stderr, flush=True)
+        raise
     finally:
         d.stop_all()
     command = ".venv/bin/python deploy/drills/drill.py " + args.name + (f" --out {args.out}" if args.out else "")
