@@ -10,4 +10,4 @@ setup:
 	@scripts/setup.sh --with-node
 
 lint:
-	.venv/bin/ruff check src tests bench examples && .venv/bin/ruff format --check src tests bench examples && .venv/bin/mypy
+	.venv/bin/ruff check src tests bench examples deploy && .venv/bin/ruff format --check src tests bench examples deploy && .venv/bin/mypy

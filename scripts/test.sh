@@ -12,9 +12,9 @@ scripts/setup.sh --with-node
 scripts/redis.sh
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench examples
-.venv/bin/ruff format --check src tests bench examples
-# mypy checks the files pyproject.toml lists: src/, the reference app and bench/ strictly; tests/
+.venv/bin/ruff check src tests bench examples deploy
+.venv/bin/ruff format --check src tests bench examples deploy
+# mypy checks the files pyproject.toml lists: src/, the reference app, bench/ and the drills strictly; tests/
 # too, where test functions need no annotations but their bodies are checked.
 echo "== mypy"
 .venv/bin/mypy

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,7 +316,7 @@ async def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeo
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
                     if resp.status < 500:
@@ -423,11 +423,12 @@ def raise_nofile() -> None:
 
 # -- the drills ------------------------------------------------------------------------------------
 
-DRILLS: dict[str, Callable[[Drill], Awaitable[None]]] = {}
+Run = Callable[["Drill"], Coroutine[Any, Any, None]]
+DRILLS: dict[str, Run] = {}
 
 
-def drill(name: str) -> Callable[[Callable[[Drill], Awaitable[None]]], Callable[[Drill], Awaitable[None]]]:
-    def register(fn: Callable[[Drill], Awaitable[None]]) -> Callable[[Drill], Awaitable[None]]:
+def drill(name: str) -> Callable[[Run], Run]:
+    def register(fn: Run) -> Run:
         DRILLS[name] = fn
         return fn
 
@@ -503,7 +504,8 @@ async def redis_lost(d: Drill) -> None:
             await d.until(back)
             for i in range(flaps):
                 d.phase(f"Redis dropped again ({i + 1} of {flaps}) for 15 s")
-                procs = [p for p in d.procs if p.args[0].endswith("redis-server") and p.poll() is None]
+                procs = [p for p in d.procs if isinstance(p.args, list) and str(p.args[0]).endswith("redis-server")]
+                procs = [p for p in procs if p.poll() is None]
                 for p in procs:
                     p.kill()
                 await d.until(back + i * 45 + 15)
@@ -796,6 +798,7 @@ async def broadcast_failures(d: Drill) -> None:
     proc, port = await d.clarion()
     mport = free_port()
     driver = f"pusher://{APP_KEY}:{APP_SECRET}@127.0.0.1:{port}/{APP_ID}"
+    queue_prefix = prefix()
     d.spawn(
         [
             str(CLARION),
@@ -805,7 +808,7 @@ async def broadcast_failures(d: Drill) -> None:
             "--redis-url",
             redis_url,
             "--prefix",
-            prefix(),
+            queue_prefix,
             "--metrics-port",
             str(mport),
         ],
@@ -814,7 +817,7 @@ async def broadcast_failures(d: Drill) -> None:
     await wait_http(f"http://127.0.0.1:{mport}/metrics")
     d.watch("clarion", port)
     worker = d.watch("clarion-broadcasts", mport)
-    queue = RedisQueue(redis_url, prefix=str(d.procs[-1].args[d.procs[-1].args.index("--prefix") + 1]))
+    queue = RedisQueue(redis_url, prefix=queue_prefix)
     stop = asyncio.Event()
     counter = iter(range(10**9))
 
