@@ -170,7 +170,7 @@ def missing_from_catalog(queries: list[str]) -> list[str]:
 
 def test_every_metric_the_rules_read_is_in_the_catalog(loaded: list[dict[str, Any]]) -> None:
     queries = [rule["query"] for rule in loaded]
-    assert len(metrics_read(queries) - FOREIGN) >= 20
+    assert len(metrics_read(queries) - FOREIGN) >= 15  # the parser finds the metrics, not an empty set
     assert missing_from_catalog(queries) == []
 
 

@@ -202,6 +202,12 @@ PROCESS_MAX_FDS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemin",
 )
+PROCESS_FD_USAGE = Gauge(
+    "clarion_process_fd_usage_ratio",
+    "Open file descriptors over the soft limit, of the worker nearest its limit",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 PROCESS_RESIDENT_MEMORY = Gauge(
     "clarion_process_resident_memory_bytes",
     "Resident memory (summed over workers)",
@@ -275,8 +281,11 @@ def _resident_bytes() -> int:
 def refresh_process() -> None:
     """This process's descriptors and memory. Called at a scrape and, under workers, every few
     seconds from each worker (a scrape reads the others' last values from their files)."""
-    PROCESS_OPEN_FDS.set(_open_fds())
-    PROCESS_MAX_FDS.set(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    open_fds, limit = _open_fds(), resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    PROCESS_OPEN_FDS.set(open_fds)
+    PROCESS_MAX_FDS.set(limit)
+    # Per process: under workers the sum of open descriptors over the least limit overstates it.
+    PROCESS_FD_USAGE.set(open_fds / limit if limit > 0 else 0.0)
     PROCESS_RESIDENT_MEMORY.set(_resident_bytes())
 
 
