@@ -137,6 +137,7 @@ async def test_dead_letters_keep_their_error_show_in_metrics_and_the_cli_and_rep
     queue = RedisQueue(SHARED_REDIS_URL, prefix=prefix)
     log = tmp_path / "worker.log"
     extra = ("--max-tries", "3", "--backoff-base", "0.05", "--backoff-cap", "0.2", "--metrics-port", str(metrics_port))
+    extra += ("--metrics-host", "127.0.0.5")  # another loopback address: the metrics listen where told
     with broadcast_worker(driver, prefix, log, *extra):
         # Nothing listens on the driver's port: every try fails, then the events are dead letters.
         queue.enqueue([event(channel, n) for n in range(3)])
@@ -149,9 +150,10 @@ async def test_dead_letters_keep_their_error_show_in_metrics_and_the_cli_and_rep
         table = broadcasts_command(prefix, "dead")
         assert channel in table.stdout and "ConnectError" in table.stdout
 
-        await wait_until(lambda: _port_listening(metrics_port), 10, "the metrics port")
+        await wait_until(lambda: _port_listening(metrics_port, "127.0.0.5"), 10, "the metrics port")
+        assert not _port_listening(metrics_port)
         async with httpx.AsyncClient(timeout=5) as http:
-            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            metrics = (await http.get(f"http://127.0.0.5:{metrics_port}/metrics")).text
         assert "clarion_broadcasts_dead_letters 3.0" in metrics
         assert "clarion_broadcasts_dead_lettered_total 3.0" in metrics
         assert "clarion_broadcasts_retried_total" in metrics
@@ -178,11 +180,11 @@ async def test_dead_letters_keep_their_error_show_in_metrics_and_the_cli_and_rep
     queue.close()
 
 
-def _port_listening(port: int) -> bool:
+def _port_listening(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 async def test_the_synchronous_mode_delivers_in_the_caller_and_raises_once_its_tries_are_spent(

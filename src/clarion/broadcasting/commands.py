@@ -37,6 +37,9 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--backoff-cap", type=float, default=60.0, help="longest retry delay, s (60)")
     worker.add_argument("--sweep-interval", type=float, default=5.0, help="seconds between sweeps for idle lanes (5)")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address the metrics listen on (127.0.0.1; 0.0.0.0 for all)"
+    )
     worker.set_defaults(run=_worker)
 
     broadcasts = commands.add_parser("broadcasts", help="inspect the broadcast queue and the channel routes")
@@ -95,7 +98,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     if args.metrics_port is not None:
         observe.DEAD_LETTERS.set_function(queue.dead_letter_count)
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     worker = BroadcastWorker(queue, threads=args.threads, sweep_interval=args.sweep_interval)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
