@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,16 @@ READY = re.compile(r"listening on https?://(?P<host>[^:\s]+):(?P<port>\d+)")
 APP_ID = "1234"
 APP_KEY = "test-key"
 APP_SECRET = "test-secret"
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -151,12 +160,7 @@ def run_server(
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +210,4 @@ def broadcast_worker(driver: str, prefix: str, log: Path, *extra: str) -> Iterat
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)

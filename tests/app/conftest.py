@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from compat.nodeclient import NodeClient
-from conftest import ROOT, RunningServer, run_server
+from conftest import ROOT, RunningServer, run_server, stop_process
 from redisproc import free_port
 
 APP_DIR = ROOT / "examples" / "categories"
@@ -169,12 +169,7 @@ def run_app(
     try:
         yield app
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 @contextlib.contextmanager

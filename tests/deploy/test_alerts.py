@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ROOT, stop_process
+
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "clarion-rules.yml"
 DRILLS = ROOT / "deploy" / "drills"
@@ -97,8 +98,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
             assert time.monotonic() < deadline, "prometheus did not load the rules"
             time.sleep(0.1)  # polling a subprocess's readiness
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 def test_promtool_checks_the_rules() -> None:

@@ -10,9 +10,7 @@ import http.server
 import json
 import math
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,7 +26,7 @@ import redis
 
 from clarion.broadcasting import Message
 from clarion.broadcasting.integrations.queue import RedisQueue
-from conftest import APP_ID, ROOT, RunningServer, run_server
+from conftest import APP_ID, ROOT, RunningServer, broadcast_worker, run_server, stop_process
 from pusherclient import PusherSocket, api_call, signed_query
 from redisproc import SHARED_REDIS_URL, free_port
 
@@ -303,22 +301,14 @@ def test_queries_use_only_bounded_labels() -> None:
 
 
 @contextlib.contextmanager
-def broadcast_worker(server: RunningServer, prefix: str, metrics_port: int, log: Path) -> Iterator[None]:
+def queue_worker(server: RunningServer, prefix: str, metrics_port: int, log: Path) -> Iterator[None]:
+    """``clarion broadcast-worker`` for ``server``, its metrics on ``metrics_port``; its queue's keys
+    are removed afterwards."""
     driver = f"pusher://{server.key}:{server.secret}@{server.host}:{server.port}/{server.app_id}"
-    args = [sys.executable, "-m", "clarion", "broadcast-worker", "--driver", driver, "--prefix", prefix]
-    args += ["--redis-url", SHARED_REDIS_URL, "--threads", "2", "--sweep-interval", "1"]
-    args += ["--metrics-port", str(metrics_port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield
+        with broadcast_worker(driver, prefix, log, "--metrics-port", str(metrics_port)):
+            yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         client = redis.Redis.from_url(SHARED_REDIS_URL)
         for pattern in (f"{prefix}:*", f"{prefix}-dramatiq*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
@@ -360,12 +350,7 @@ def prometheus(tmp: Path, targets: dict[str, str]) -> Iterator[str]:
             time.sleep(0.1)  # polling a subprocess's readiness
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def traffic(server: RunningServer, queue: RedisQueue, channel: str, stop: asyncio.Event) -> None:
@@ -501,7 +486,7 @@ async def test_every_panel_query_runs_in_prometheus_against_a_live_server(tmp_pa
         env["CLARION_WEBHOOK_URL"] = stack.enter_context(webhook_receiver())
         url = stack.enter_context(prometheus(tmp_path, targets))
         server = stack.enter_context(run_server(env=env))
-        stack.enter_context(broadcast_worker(server, prefix, worker_port, tmp_path / "worker.log"))
+        stack.enter_context(queue_worker(server, prefix, worker_port, tmp_path / "worker.log"))
         queue = RedisQueue(SHARED_REDIS_URL, prefix=prefix)
         stack.callback(queue.close)
         listed = await query_every_panel(dashboard, server, queue, url)

@@ -39,7 +39,7 @@ import yaml
 from clarion.broadcasting import commands as broadcast_commands
 from clarion.server import http_api
 from clarion.server.config import APP_ENV, IDENTITY_ENV, SERVER_ENV, load_settings
-from conftest import ROOT, RunningServer, run_server
+from conftest import ROOT, RunningServer, run_server, stop_process
 from pusherclient import PusherSocket, signed_query, wait_for
 from redisproc import free_port
 
@@ -264,12 +264,7 @@ def running_nginx(tmp: Path, cert: Path, key: Path, upstreams: list[int]) -> Ite
     try:
         yield tls_port, http_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def certificate(tmp: Path) -> tuple[Path, Path, ssl.SSLContext]:
@@ -559,12 +554,7 @@ def process(
             time.sleep(0.1)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 def test_each_compose_health_check_passes_against_its_service_run_here_and_fails_without_it(tmp_path: Path) -> None:

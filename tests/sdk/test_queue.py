@@ -136,8 +136,8 @@ async def test_dead_letters_keep_their_error_show_in_metrics_and_the_cli_and_rep
     driver = f"pusher://test-key:test-secret@127.0.0.1:{port}/1234"
     queue = RedisQueue(SHARED_REDIS_URL, prefix=prefix)
     log = tmp_path / "worker.log"
-    extra = ("--max-tries", "3", "--backoff-base", "0.05", "--backoff-cap", "0.2", "--metrics-port", str(metrics_port))
-    extra += ("--metrics-host", "127.0.0.5")  # another loopback address: the metrics listen where told
+    extra = ["--max-tries", "3", "--backoff-base", "0.05", "--backoff-cap", "0.2", "--metrics-port", str(metrics_port)]
+    extra += ["--metrics-host", "127.0.0.5"]  # another loopback address: the metrics listen where told
     with broadcast_worker(driver, prefix, log, *extra):
         # Nothing listens on the driver's port: every try fails, then the events are dead letters.
         queue.enqueue([event(channel, n) for n in range(3)])
