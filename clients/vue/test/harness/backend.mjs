@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import { extname, join, normalize, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { APP, ROOT, apiCall } from './clarion.mjs'
+import { APP, ROOT, announced, apiCall } from './clarion.mjs'
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.map': 'application/json' }
 
@@ -107,23 +107,7 @@ export async function startSdkBackend(clarionUrl) {
   })
   const output = []
   const exited = new Promise((r) => proc.on('exit', r))
-  const port = await new Promise((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the SDK backend did not start:\n${output.join('')}`)), 30_000)
-    const onData = (chunk) => {
-      output.push(chunk.toString())
-      const match = /listening on (\d+)/.exec(output.join(''))
-      if (match) {
-        clearTimeout(timer)
-        resolvePort(Number(match[1]))
-      }
-    }
-    proc.stdout.on('data', onData)
-    proc.stderr.on('data', onData)
-    proc.on('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`the SDK backend exited with ${code}:\n${output.join('')}`))
-    })
-  })
+  const port = Number((await announced(proc, output, /listening on (\d+)/, 'the SDK backend'))[1])
   return {
     url: `http://127.0.0.1:${port}`,
     output,

@@ -36,25 +36,7 @@ export async function startClarion({ port = 0, env = {} } = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const output = []
-  const ready = new Promise((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error(`clarion serve did not start:\n${output.join('')}`)), 30_000)
-    const onData = (chunk) => {
-      const text = chunk.toString()
-      output.push(text)
-      const match = /listening on https?:\/\/([^:\s]+):(\d+)/.exec(output.join(''))
-      if (match) {
-        clearTimeout(timer)
-        resolvePort(Number(match[2]))
-      }
-    }
-    proc.stdout.on('data', onData)
-    proc.stderr.on('data', onData)
-    proc.on('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`clarion serve exited with ${code}:\n${output.join('')}`))
-    })
-  })
-  const actualPort = await ready
+  const actualPort = Number((await announced(proc, output, /listening on https?:\/\/([^:\s]+):(\d+)/, 'clarion serve'))[2])
   const exited = new Promise((resolveExit) => proc.on('exit', resolveExit))
   return {
     host: '127.0.0.1',
@@ -75,6 +57,30 @@ export async function startClarion({ port = 0, env = {} } = {}) {
       clearTimeout(timer)
     },
   }
+}
+
+/**
+ * Collects `proc`'s output into `output` and resolves with the match once `pattern` appears in it;
+ * rejects if the process exits first or nothing matches within 30 s.
+ */
+export function announced(proc, output, pattern, what) {
+  return new Promise((resolveMatch, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${output.join('')}`)), 30_000)
+    const onData = (chunk) => {
+      output.push(chunk.toString())
+      const match = pattern.exec(output.join(''))
+      if (match) {
+        clearTimeout(timer)
+        resolveMatch(match)
+      }
+    }
+    proc.stdout.on('data', onData)
+    proc.stderr.on('data', onData)
+    proc.on('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited with ${code}:\n${output.join('')}`))
+    })
+  })
 }
 
 function sign(method, path, query, secret) {
