@@ -8,7 +8,7 @@ import dataclasses
 import json
 
 from clarion.protocol import messages
-from clarion.server.hub import Overheard
+from clarion.server.hub import LISTED_WINDOW, Listed, Overheard
 from inprocess import APP, Room, running
 
 
@@ -178,3 +178,70 @@ def test_member_events_heard_during_a_join_are_told_only_when_they_change_its_li
     # The list already had Bob and not Cat: only Dan's arrival and Ann's departure are news.
     assert overheard.news({"ann", "bob"}) == [frames[2], frames[3]]
     assert not overheard.overflowed
+
+
+def told(sock: object, event: str) -> list[str]:
+    """The users named in ``event`` frames ``sock`` received."""
+    frames = sock.received()  # type: ignore[attr-defined]
+    return [json.loads(f["data"])["user_id"] for f in frames if f["event"] == event]
+
+
+async def test_a_member_already_in_a_joiners_list_is_not_announced_to_it_again() -> None:
+    """Bob's join is written before Cat's member list is read, but his ``member_added`` reaches
+    Cat's node only after she is answered. She lists him already: pusher-js would fire
+    ``member_added`` for someone it lists. Ann, who joined before him, must hear of him."""
+    room = Room()
+    here, there = await room.node(), await room.node()
+    ann, bob, cat = room.connect(here), room.connect(there), room.connect(here)
+    await room.subscribe(here, ann, "presence-room", {"user_id": "ann"})
+    await room.settle()
+    room.gates.hold("publish@node-1")
+    with running(asyncio.create_task(room.subscribe(there, bob, "presence-room", {"user_id": "bob"}))) as joining:
+        await room.gates.waiting_at("publish@node-1")
+        await room.subscribe(here, cat, "presence-room", {"user_id": "cat"})
+        await room.settle()
+        room.gates.release("publish@node-1")
+        await joining
+    await room.settle()
+    assert members(cat.received()[1])["ids"] == ["ann", "bob", "cat"]
+    assert told(cat, "pusher_internal:member_added") == []
+    assert told(ann, "pusher_internal:member_added") == ["cat", "bob"]
+    # Bob's list was read before Cat came; her arrival reached his node while his join was made.
+    assert members(bob.received()[1])["ids"] == ["ann", "bob"]
+    assert told(bob, "pusher_internal:member_added") == ["cat"]
+
+
+def added(user_id: str) -> str:
+    return messages.encode("pusher_internal:member_added", {"user_id": user_id, "user_info": None}, "presence-room")
+
+
+def removed(user_id: str) -> str:
+    return messages.encode("pusher_internal:member_removed", {"user_id": user_id}, "presence-room")
+
+
+def test_a_member_event_reaches_the_sockets_that_do_not_list_the_member() -> None:
+    listed = Listed()
+    listed.listed("s1", ["ann", "bob"], now=0.0)
+    listed.listed("s2", ["bob"], now=1.0)
+    assert listed.member_event(added("bob")) == {"s1", "s2"}  # both list him: neither is told
+    assert listed.member_event(added("bob")) is None  # told here already: no socket is told again
+    assert listed.member_event(added("cat")) == set()  # listed to nobody: everyone is told
+    # A departure is told to all; a return after it is news again, to everyone.
+    assert listed.member_event(removed("bob")) == set()
+    assert listed.member_event(added("bob")) == set()
+    # Other events on the channel pass untouched, whatever their text holds.
+    news = messages.encode("news", {"text": "pusher_internal:member_added"}, "presence-room")
+    assert listed.member_event(news) == set()
+
+
+def test_a_listed_member_whose_arrival_never_comes_counts_as_told_after_the_window() -> None:
+    listed = Listed()
+    listed.listed("s1", ["ann"], now=0.0)
+    listed.expire(LISTED_WINDOW - 1)
+    assert "ann" in listed.pending
+    listed.expire(LISTED_WINDOW)
+    assert listed.pending == {} and listed.heard == {"ann"}
+    # A later member_added of hers, with no departure since, is one every socket here knows.
+    assert listed.member_event(added("ann")) is None
+    assert listed.member_event(removed("ann")) == set()
+    assert listed.member_event(added("ann")) == set()

@@ -7,6 +7,7 @@ the loop does no encoding and no awaiting.
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,11 @@ from .fanout import Subscriber
 
 # Live frames held for one socket while its history is read; past this, it must refetch instead.
 MAX_HELD = 1000
+# How long a member listed to a joiner may still have its member_added on the way (see Listed):
+# it is published after the member's join is written, so it trails the write by a round trip or,
+# with Redis stalled, by the commands' timeouts (seconds).
+LISTED_WINDOW = 30.0
+MEMBER_EVENT = "pusher_internal:member_"
 
 Position = tuple[str, int]  # (epoch, serial)
 
@@ -134,14 +140,65 @@ class Overheard:
         return frames
 
 
+class Listed:
+    """A presence channel's member events as this node has told them, so no socket is told of a
+    member it already lists. A member's ``member_added`` is published after its join is written,
+    so a joiner whose list was read in between lists it, and then hears it arrive: pusher-js
+    would fire ``member_added`` for someone it lists (Echo's ``joining`` twice)."""
+
+    __slots__ = ("heard", "pending")
+
+    def __init__(self) -> None:
+        # Members whose member_added this node has passed on, or that have been listed for longer
+        # than LISTED_WINDOW: a later member_added of theirs, with no member_removed since, is
+        # one every socket here knows already.
+        self.heard: set[str] = set()
+        # Members listed to joiners before their member_added was heard: user → (the joiners, until).
+        self.pending: dict[str, tuple[set[str], float]] = {}
+
+    def listed(self, socket_id: str, known: Iterable[str], now: float) -> None:
+        for user_id in known:
+            if user_id in self.heard:
+                continue
+            entry = self.pending.get(user_id)
+            if entry is None:
+                self.pending[user_id] = ({socket_id}, now + LISTED_WINDOW)
+            else:
+                entry[0].add(socket_id)
+
+    def member_event(self, frame: str) -> set[str] | None:
+        """The sockets not to tell ``frame``: None for all of them to hear it, an empty set for
+        every one, the joiners that list the member for the rest."""
+        message = orjson.loads(frame)
+        event = message.get("event")
+        if event not in ("pusher_internal:member_added", "pusher_internal:member_removed"):
+            return set()
+        user_id = str(orjson.loads(message["data"])["user_id"])
+        listed = self.pending.pop(user_id, None)
+        if event == "pusher_internal:member_removed":
+            self.heard.discard(user_id)
+            return set()
+        if user_id in self.heard:
+            return None
+        self.heard.add(user_id)
+        return listed[0] if listed is not None else set()
+
+    def expire(self, now: float) -> None:
+        """Members listed long enough ago that their member_added, if any, has come by now."""
+        for user_id in [u for u, (_, until) in self.pending.items() if until <= now]:
+            del self.pending[user_id]
+            self.heard.add(user_id)
+
+
 class Channel:
-    __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "members", "name", "sockets")
+    __slots__ = ("catching", "count_sent_at", "first", "joined_at", "last", "listed", "members", "name", "sockets")
 
     def __init__(self, name: str, presence: bool, kept: bool) -> None:
         self.name = name
         self.sockets: dict[str, Socket] = {}
         # presence: user_id → {socket_id: user_info}; a user in two tabs is one member.
         self.members: dict[str, dict[str, Any]] | None = {} if presence else None
+        self.listed: Listed | None = Listed() if presence else None
         self.count_sent_at = float("-inf")
         # Kept channels (with history): the first and last positions delivered here, and each
         # socket's last position at its join, so a catch-up knows what a socket already got live.
@@ -185,6 +242,7 @@ class AppHub:
         "connections",
         "counts_due",
         "fan",
+        "listing",
         "metrics",
         "overhearing",
         "taps",
@@ -204,6 +262,7 @@ class AppHub:
         self.taps: list[taps.Tap] = []  # open debug consoles (server/taps.py); empty costs one test
         self.metrics = AppMetrics(app.id)
         self.overhearing: dict[str, list[Overheard]] = {}  # presence channel → joins in flight
+        self.listing: set[str] = set()  # presence channels with members listed but not yet heard
 
     # --- membership -------------------------------------------------------------------------
 
@@ -281,6 +340,23 @@ class AppHub:
             if not joins:
                 del self.overhearing[name]
 
+    def listed(self, name: str, socket_id: str, known: Iterable[str], now: float) -> None:
+        """``socket_id`` was answered with ``known`` as the members of presence channel ``name``."""
+        channel = self.channels.get(name)
+        if channel is not None and channel.listed is not None:
+            channel.listed.listed(socket_id, known, now)
+            if channel.listed.pending:
+                self.listing.add(name)
+
+    def expire_listed(self, now: float) -> None:
+        for name in list(self.listing):
+            channel = self.channels.get(name)
+            if channel is not None and channel.listed is not None:
+                channel.listed.expire(now)
+                if channel.listed.pending:
+                    continue
+            self.listing.discard(name)
+
     def heard(self, name: str, frames: list[str]) -> None:
         """Frames the bus delivers on ``name``, while some join on it is in flight."""
         for overheard in self.overhearing.get(name, ()):
@@ -329,7 +405,7 @@ class AppHub:
             if channel.first is None:
                 channel.first = channel.last
         if channel.catching:
-            return self._broadcast_catching(channel, frame, exclude, serial, epoch)
+            return self._broadcast_slowly(channel, frame, () if exclude is None else (exclude,), serial, epoch)
         # Writing never touches channel.sockets (a dropped slow consumer leaves later, from its
         # own handler), so the fan-out walks the live dict and copies nothing.
         skip = channel.sockets.get(exclude) if exclude is not None else None
@@ -350,14 +426,21 @@ class AppHub:
         joined = b"".join(frame for frame, _, _ in frames)
         return fanout.send(self.fan, channel.sockets, joined) * len(frames)
 
-    def _broadcast_catching(self, channel: Channel, frame: bytes, exclude: str | None, serial: int, epoch: str) -> int:
-        """The slower loop, only while some socket on the channel is catching up (or was just
-        answered with the cached event)."""
+    def broadcast_except(self, name: str, frame: bytes, excluded: Container[str]) -> int:
+        """A member event to every local subscriber of ``name`` but ``excluded`` (rare: the slow loop)."""
+        channel = self.channels.get(name)
+        return 0 if channel is None else self._broadcast_slowly(channel, frame, excluded, 0, "")
+
+    def _broadcast_slowly(
+        self, channel: Channel, frame: bytes, excluded: Container[str], serial: int, epoch: str
+    ) -> int:
+        """The slower loop, while some socket on the channel is catching up (or was just answered
+        with the cached event), or for a member event some sockets must not hear."""
         sent = 0
         done = []
         catching = channel.catching
         for socket_id, conn in channel.sockets.items():
-            if socket_id == exclude:
+            if socket_id in excluded:
                 continue
             catch = catching.get(socket_id)
             if catch is not None:

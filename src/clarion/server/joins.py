@@ -45,6 +45,8 @@ class Joins:
             presence = await self._presence(hub, name, member)
             cached = await backend.cached(app.id, name) if kind_of(name).cache else None
             self._answer(hub, conn, name, presence, cached)
+            if presence is not None:
+                hub.listed(name, conn.socket_id, presence["ids"], self.shared.clock())
             return
         # Member events that reach this node before the socket is registered would pass it by:
         # keep them until it is answered (a presence join only).
@@ -84,8 +86,11 @@ class Joins:
             return
         hub.join(conn, name, member)
         self._answer(hub, conn, name, presence, cached)
-        if overheard is not None and presence is not None:
-            self._tell_overheard(conn, name, overheard, set(presence["ids"]))
+        if presence is not None:
+            known = set(presence["ids"])
+            if overheard is not None:
+                self._tell_overheard(conn, name, overheard, known)
+            hub.listed(name, conn.socket_id, known, self.shared.clock())
         catching = self.catch_ups.hold(hub, conn, name) if action.catch_up is not None else None
         if total == 1:
             self.shared.webhook(app.id, hooks.channel_occupied(name))

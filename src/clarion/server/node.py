@@ -33,7 +33,7 @@ from .catch_up import CatchUps
 from .config import Settings
 from .counts import Counts
 from .frames import text_frame
-from .hub import AppHub, Socket
+from .hub import MEMBER_EVENT, AppHub, Listed, Socket
 from .joins import Joins
 from .shared import Clock, Shared, loop_time
 from .users import Users
@@ -135,7 +135,10 @@ class Node:
             hub.cache_miss_reported.discard(first.channel)
         if hub.overhearing and first.channel in hub.overhearing:
             hub.heard(first.channel, [envelope.frame for envelope in run])
-        if len(run) == 1:
+        channel = hub.channels.get(first.channel) if first.channel.startswith("presence-") else None
+        if channel is not None and channel.listed is not None and any(MEMBER_EVENT in e.frame for e in run):
+            sent = self._write_members(hub, channel.listed, run)
+        elif len(run) == 1:
             sent = hub.broadcast(first.channel, text_frame(first.frame), first.exclude, first.serial, first.epoch)
         else:
             sent = hub.broadcast_run(first.channel, [(text_frame(e.frame), e.serial, e.epoch) for e in run])
@@ -147,6 +150,24 @@ class Node:
             for envelope in run:
                 if envelope.received:
                     latency.observe(max(0.0, now - envelope.received))
+
+    @staticmethod
+    def _write_members(hub: AppHub, listed: Listed, run: list[Envelope]) -> int:
+        """A presence channel's frames one by one, member events told only to the sockets that
+        do not list the member already (hub.Listed)."""
+        sent = 0
+        for envelope in run:
+            frame = text_frame(envelope.frame)
+            excluded = listed.member_event(envelope.frame) if MEMBER_EVENT in envelope.frame else set()
+            if excluded is None:
+                continue  # every socket here knows the member
+            if excluded:
+                if envelope.exclude is not None:
+                    excluded.add(envelope.exclude)
+                sent += hub.broadcast_except(envelope.channel, frame, excluded)
+            else:
+                sent += hub.broadcast(envelope.channel, frame, envelope.exclude, envelope.serial, envelope.epoch)
+        return sent
 
     def on_control(self, message: Control) -> None:
         hub = self.hubs.get(message.app_id)
@@ -269,7 +290,11 @@ class Node:
 
     async def tick(self) -> None:
         """Once a second: due webhooks and throttled counts; gauges read rather than kept."""
-        self.webhooks.tick(self.shared.clock())
+        now = self.shared.clock()
+        self.webhooks.tick(now)
+        for hub in self.hubs.values():
+            if hub.listing:
+                hub.expire_listed(now)
         metrics.WEBHOOK_QUEUE_DEPTH.set(self.webhooks.depth())
         if metrics.MULTIPROCESS:
             # A scrape on another worker reads this worker's figures from its file.
